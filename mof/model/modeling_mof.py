@@ -1,0 +1,151 @@
+"""`MofForConditionalGeneration`: a LLaVA-style model whose visual tokens mix several encoders."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+
+from .configuration_mof import MofConfig
+from .fusion import build_fusion, resample_to_grid
+from .llava_interop import from_llava
+from .vision_encoders import VisionEncoder
+from .weights import require_available
+
+
+class MofPreTrainedModel(PreTrainedModel):
+    config_class = MofConfig
+    base_model_prefix = "mof"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+    _no_split_modules = ["VisionEncoder"]
+
+
+class MofForConditionalGeneration(MofPreTrainedModel, GenerationMixin):
+    def __init__(self, config: MofConfig):
+        super().__init__(config)
+        specs = config.encoder_specs
+        self.vision_encoders = nn.ModuleList(VisionEncoder(spec) for spec in specs)
+        self.fusion = build_fusion(config, [s.hidden_size for s in specs], config.text_config.hidden_size)
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        if config.freeze_vision:
+            self.vision_encoders.requires_grad_(False)
+        self.post_init()
+
+    # ------------------------------------------------------------------ HF plumbing
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value):
+        self.language_model.set_output_embeddings(value)
+
+    @property
+    def num_visual_tokens(self) -> int:
+        return self.config.num_visual_tokens
+
+    # ------------------------------------------------------------------ weights
+    def load_pretrained_components(self, dtype: torch.dtype | None = None, encoders=None, llm: bool = True):
+        """Load the encoders (all, or the indices in `encoders`) and the LLM that name `pretrained`
+        weights (a hub id or a local directory).
+
+        Building from a config never downloads; this is the one step that reads pretrained weights.
+        Adapters keep their current (new or previously trained) weights.
+        """
+        specs = self.config.encoder_specs
+        indices = [i for i in (range(len(specs)) if encoders is None else encoders) if specs[i].pretrained]
+        refs = [specs[i].pretrained for i in indices] + ([self.config.text_pretrained] if llm and self.config.text_pretrained else [])
+        for ref in refs:
+            require_available(ref)  # every check before the first (slow) load
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        for i in indices:
+            frozen = self.vision_encoders[i].is_frozen
+            self.vision_encoders[i] = VisionEncoder.from_pretrained(specs[i], **kwargs)
+            self.vision_encoders[i].requires_grad_(not frozen)
+        if llm and self.config.text_pretrained:
+            self.language_model = AutoModelForCausalLM.from_pretrained(self.config.text_pretrained, **kwargs)
+            self.config.text_config = self.language_model.config
+        return self
+
+    @classmethod
+    def from_llava(cls, llava, extra_encoders: list[dict] | None = None, fusion: str = "none", **kwargs):
+        """Import a `LlavaForConditionalGeneration` (object, hub id or directory) as a CLIP-only MoF
+        model; with `extra_encoders` and a fusion (e.g. a DINOv2 encoder and `interleaved`), LLaVA's
+        CLIP adapter is kept and the new encoders' adapters start fresh."""
+        return from_llava(cls, llava, extra_encoders, fusion, **kwargs)
+
+    # ------------------------------------------------------------------ vision
+    def _pixels_per_encoder(self, pixel_values) -> list[torch.Tensor]:
+        k = len(self.vision_encoders)
+        if isinstance(pixel_values, torch.Tensor):
+            return [pixel_values] * k  # the same pixels for every encoder (the paper's released code)
+        pixel_values = list(pixel_values)
+        # Pixels for every configured encoder are accepted too: `none` uses the first only.
+        if len(pixel_values) not in (k, len(self.config.vision_encoders)):
+            raise ValueError(f"pixel_values: expected one tensor per encoder ({k}), got {len(pixel_values)}")
+        return pixel_values[:k]
+
+    def get_image_features(self, pixel_values: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """`[images, num_visual_tokens, llm_width]` for a batch of images."""
+        features = [enc(px) for enc, px in zip(self.vision_encoders, self._pixels_per_encoder(pixel_values))]
+        if self.config.resample:
+            target = self.vision_encoders[0].spec.grid
+            features = [resample_to_grid(f, enc.spec.grid, target) for f, enc in zip(features, self.vision_encoders)]
+        return self.fusion(features)
+
+    def _projector_anchor(self, reference: torch.Tensor) -> torch.Tensor:
+        """A zero that depends on every adapter weight, so that a batch without images still
+        gives the adapters a (zero) gradient and data-parallel ranks stay in step."""
+        return sum((p.sum() for p in self.fusion.parameters() if p.requires_grad), reference.new_zeros(())) * 0.0
+
+    def scatter_visual_tokens(self, inputs_embeds, image_mask, image_features):
+        n_tokens = int(image_mask.sum())
+        n_images, per_image = image_features.shape[:2]
+        if n_tokens != n_images * per_image:
+            raise ValueError(
+                f"Image features and image tokens do not match: input_ids hold {n_tokens} image tokens, "
+                f"the images give {n_images} x {per_image} = {n_images * per_image} visual tokens"
+            )
+        mask = image_mask.unsqueeze(-1).expand_as(inputs_embeds)
+        return inputs_embeds.masked_scatter(mask, image_features.to(inputs_embeds.dtype))
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        if inputs_embeds is None:
+            image_mask = input_ids == self.config.image_token_id
+            # The placeholder id may lie outside the LLM's vocabulary: look up a valid id instead.
+            inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
+            has_pixels = pixel_values is not None and self._pixels_per_encoder(pixel_values)[0].shape[0] > 0
+            if has_pixels:
+                features = self.get_image_features(pixel_values)
+                inputs_embeds = self.scatter_visual_tokens(inputs_embeds, image_mask, features)
+            elif image_mask.any() and _is_prefill(kwargs):
+                raise ValueError(f"input_ids hold {int(image_mask.sum())} image tokens but no pixel_values were given")
+            elif self.training:
+                inputs_embeds = inputs_embeds + self._projector_anchor(inputs_embeds)
+        return self.language_model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs
+        )
+
+
+def _is_prefill(kwargs) -> bool:
+    cache = kwargs.get("cache", kwargs.get("past_key_values"))
+    return cache is None or cache.get_seq_length() == 0
+

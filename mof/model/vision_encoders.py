@@ -1,0 +1,215 @@
+"""Vision encoders: a registry of Hugging Face vision towers and the module that runs one.
+
+Every family states how to read patch features off its tower. Only the layers up to the
+feature layer are built (the config's `num_hidden_layers` is cut), and the final norm that
+the feature layer skips is replaced by an identity, so no unused layer is ever computed.
+Adding a family is one `EncoderFamily` entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SIGLIP_MEAN = (0.5, 0.5, 0.5)
+SIGLIP_STD = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class EncoderFamily:
+    model_type: str  # the Hugging Face config's model_type
+    num_prefix_tokens: Callable  # hf_config -> CLS/register tokens ahead of the patches
+    final_norm: str | None  # attribute path of the norm after the last block (skipped)
+    default_feature_layer: int
+    image_mean: tuple
+    image_std: tuple
+    interpolates_always: bool = False  # DINOv2 resizes its position embeddings for any input size
+    config_overrides: dict = field(default_factory=dict)
+
+
+ENCODER_FAMILIES: dict[str, EncoderFamily] = {
+    # LLaVA: second-to-last layer, CLS dropped.
+    "clip": EncoderFamily("clip_vision_model", lambda c: 1, "post_layernorm", -2, CLIP_MEAN, CLIP_STD),
+    # The paper: last block before the final norm, CLS dropped.
+    "dinov2": EncoderFamily("dinov2", lambda c: 1, "layernorm", -1, IMAGENET_MEAN, IMAGENET_STD, interpolates_always=True),
+    "dinov2_reg": EncoderFamily(
+        "dinov2_with_registers", lambda c: 1 + c.num_register_tokens, "layernorm", -1, IMAGENET_MEAN, IMAGENET_STD,
+        interpolates_always=True,
+    ),
+    # SigLIP has no CLS token; its attention-pooling head is never used.
+    "siglip": EncoderFamily(
+        "siglip_vision_model", lambda c: 0, "post_layernorm", -1, SIGLIP_MEAN, SIGLIP_STD,
+        config_overrides={"vision_use_head": False},
+    ),
+}
+
+
+def get_family(name: str) -> EncoderFamily:
+    if name not in ENCODER_FAMILIES:
+        raise ValueError(f"unknown vision encoder type {name!r}; known types: {', '.join(sorted(ENCODER_FAMILIES))}")
+    return ENCODER_FAMILIES[name]
+
+
+@dataclass
+class EncoderSpec:
+    """One encoder of a MoF model, as stored in `MofConfig.vision_encoders`."""
+
+    type: str
+    config: dict
+    feature_layer: int | None = None
+    keep: str = "patch"  # "patch": patch tokens only; "all": CLS/registers too (fusion none only)
+    image_size: int | None = None
+    image_mean: list | None = None
+    image_std: list | None = None
+    pretrained: str | None = None
+
+    def __post_init__(self):
+        family = get_family(self.type)
+        if isinstance(self.config, dict):
+            self.config = dict(self.config)
+            self.config.setdefault("model_type", family.model_type)
+            if self.config["model_type"] != family.model_type:
+                raise ValueError(
+                    f"vision encoder {self.type!r}: expected a config of model_type {family.model_type!r}, "
+                    f"got {self.config['model_type']!r}"
+                )
+        elif hasattr(self.config, "to_dict"):
+            self.config = self.config.to_dict()
+        if self.feature_layer is None:
+            self.feature_layer = family.default_feature_layer
+        if self.image_size is None:
+            self.image_size = int(self.config.get("image_size", 224))
+        if self.image_mean is None:
+            self.image_mean = list(family.image_mean)
+        if self.image_std is None:
+            self.image_std = list(family.image_std)
+        if self.keep not in ("patch", "all"):
+            raise ValueError(f"vision encoder {self.type!r}: keep must be 'patch' or 'all', got {self.keep!r}")
+        layers = self.num_hidden_layers
+        if not 1 <= self.num_layers_used <= layers:
+            raise ValueError(
+                f"vision encoder {self.type!r}: feature_layer={self.feature_layer} is outside a tower of {layers} layers"
+            )
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"vision encoder {self.type!r}: image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EncoderSpec":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"vision encoder spec: unknown keys {sorted(unknown)}; expected {sorted(cls.__dataclass_fields__)}")
+        if "type" not in d or "config" not in d:
+            raise ValueError(f"vision encoder spec: 'type' and 'config' are required, got keys {sorted(d)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def family(self) -> EncoderFamily:
+        return get_family(self.type)
+
+    @property
+    def hf_config(self):
+        cfg = dict(self.config)
+        return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return int(self.config.get("num_hidden_layers", self.hf_config.num_hidden_layers))
+
+    @property
+    def num_layers_used(self) -> int:
+        """Blocks to run: hidden_states[feature_layer] of the full tower is the output of this many."""
+        fl = self.feature_layer
+        return fl if fl >= 0 else self.num_hidden_layers + 1 + fl
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.config.get("patch_size", self.hf_config.patch_size))
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.get("hidden_size", self.hf_config.hidden_size))
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        side = self.image_size // self.patch_size
+        return side, side
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return self.family.num_prefix_tokens(self.hf_config)
+
+    @property
+    def num_tokens(self) -> int:
+        rows, cols = self.grid
+        return rows * cols + (self.num_prefix_tokens if self.keep == "all" else 0)
+
+    def build_tower_config(self):
+        """The HF config of the tower as built: cut to the used layers."""
+        cfg = dict(self.config)
+        cfg.update(self.family.config_overrides)
+        cfg["num_hidden_layers"] = self.num_layers_used
+        return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+
+
+class VisionEncoder(nn.Module):
+    """Runs one HF vision tower and returns its patch features `[batch, tokens, width]`."""
+
+    def __init__(self, spec: EncoderSpec, tower: nn.Module | None = None):
+        super().__init__()
+        self.spec = spec
+        self.tower = tower if tower is not None else AutoModel.from_config(spec.build_tower_config())
+        self._drop_final_norm()
+        self.num_prefix_tokens = spec.num_prefix_tokens
+        native = int(self.config.get("image_size", spec.image_size))
+        self.interpolate = spec.image_size != native and not spec.family.interpolates_always
+
+    @property
+    def config(self) -> dict:
+        return self.spec.config
+
+    def _drop_final_norm(self):
+        path = self.spec.family.final_norm
+        if path is None:
+            return
+        *parents, name = path.split(".")
+        owner = self.tower
+        for p in parents:
+            owner = getattr(owner, p)
+        setattr(owner, name, nn.Identity())
+
+    @classmethod
+    def from_pretrained(cls, spec: EncoderSpec, **kwargs) -> "VisionEncoder":
+        tower = AutoModel.from_pretrained(spec.pretrained, config=spec.build_tower_config(), **kwargs)
+        return cls(spec, tower)
+
+    @property
+    def is_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.parameters())
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.is_frozen:
+            self.tower.eval()  # frozen towers stay deterministic (no dropout), as in LLaVA
+        return self
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        kwargs = {"interpolate_pos_encoding": True} if self.interpolate else {}
+        dtype = next(self.tower.parameters()).dtype
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.is_frozen):
+            hidden = self.tower(pixel_values=pixel_values.to(dtype), **kwargs).last_hidden_state
+        if self.spec.keep == "patch":
+            hidden = hidden[:, self.num_prefix_tokens :]
+        return hidden

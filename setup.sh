@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Creates .venv and installs mof with everything it needs (CPU torch first, so that nothing pulls CUDA wheels).
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q torch==2.13.0
+# DeepSpeed is an sdist whose build imports torch: build it against the torch installed above.
+DS_BUILD_OPS=0 python -m pip install -q --no-build-isolation "deepspeed>=0.16"
+python -m pip install -q -e ".[test]"
