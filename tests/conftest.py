@@ -25,3 +25,13 @@ def tiny_llava(tmp_path):
     path = tmp_path / "tiny-llava"
     model.save_pretrained(path)
     return model, str(path)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """Small synthetic data shared by the training and evaluation tests (generated once)."""
+    from mof.data.synthetic import generate
+
+    d = tmp_path_factory.mktemp("data")
+    generate(d / "synthetic", pairs_per_pattern=4, benchmark_pairs_per_pattern=2)
+    return d

@@ -19,7 +19,7 @@ def require_available(ref: str) -> None:
     path = Path(os.path.expanduser(ref))
     if path.is_dir():
         return
-    looks_local = ref.startswith(("/", ".", "~")) or ref.count("/") > 1 or path.suffix
+    looks_local = ref.startswith(("/", ".", "~")) or ref.count("/") > 1
     if looks_local:
         raise WeightsNotFoundError(f"pretrained weights: no directory at {ref!r}")
     from huggingface_hub import try_to_load_from_cache

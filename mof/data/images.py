@@ -1,0 +1,136 @@
+"""Image decoding and per-encoder preprocessing (PIL + numpy; no torchvision).
+
+`MofImageProcessor` turns one image into one pixel tensor per encoder, each with the encoder's own
+size and normalisation, and is saved beside an exported model as `preprocessor_config.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+PROCESSOR_FILE = "preprocessor_config.json"
+
+
+class ImageError(ValueError):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode (RGBA, LA, P, L, 1, CMYK, I;16, I, F) to 8-bit RGB; transparency over white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        return Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(path: str | Path, max_pixels: int = 50_000_000) -> Image.Image:
+    """Decode fully (so truncated files fail here, not later), apply EXIF orientation, convert to RGB."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError("missing_image", str(path))
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > max_pixels:
+                raise ImageError("image_too_large", f"{path} is {img.width}x{img.height} (limit {max_pixels} pixels)")
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return to_rgb(img)
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError("bad_image", f"{path}: {e}") from e
+
+
+@dataclass
+class EncoderTransform:
+    size: int
+    mean: list
+    std: list
+
+    def __call__(self, img: Image.Image, mode: str) -> torch.Tensor:
+        if mode == "pad":
+            img = expand_to_square(img, tuple(int(round(m * 255)) for m in self.mean))
+        img = img.resize((self.size, self.size), Image.BICUBIC)
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+        arr = (arr - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
+        return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
+def expand_to_square(img: Image.Image, fill: tuple) -> Image.Image:
+    w, h = img.size
+    if w == h:
+        return img
+    side = max(w, h)
+    out = Image.new("RGB", (side, side), fill)
+    out.paste(img, ((side - w) // 2, (side - h) // 2))
+    return out
+
+
+@dataclass
+class MofImageProcessor:
+    """Per-encoder pixel preparation.
+
+    mode: `pad` (square, filled with the encoder's mean colour, as LLaVA-1.5) or `resize`.
+    share_first: every encoder receives the first encoder's pixels (the paper's released code fed
+        DINOv2 the CLIP-prepared image); otherwise each gets its own size and normalisation.
+    """
+
+    encoders: list = field(default_factory=list)  # [{"size", "mean", "std"}]
+    mode: str = "pad"
+    share_first: bool = False
+    max_pixels: int = 50_000_000
+
+    def __post_init__(self):
+        if self.mode not in ("pad", "resize"):
+            raise ValueError(f"image processor mode: expected 'pad' or 'resize', got {self.mode!r}")
+        self._transforms = [EncoderTransform(**e) for e in self.encoders]
+
+    @classmethod
+    def from_model_config(cls, config, mode: str = "pad", share_first: bool = False) -> "MofImageProcessor":
+        specs = config.encoder_specs
+        encoders = [{"size": s.image_size, "mean": list(s.image_mean), "std": list(s.image_std)} for s in specs]
+        if share_first and len({e["size"] for e in encoders}) > 1:
+            raise ValueError("image processor share_first: every encoder must take the same image size")
+        return cls(encoders, mode, share_first)
+
+    def __call__(self, img: Image.Image) -> list[torch.Tensor]:
+        if self.share_first:
+            first = self._transforms[0](img, self.mode)
+            return [first] * len(self._transforms)
+        cache = {}  # encoders with identical transforms share one computation
+        out = []
+        for t in self._transforms:
+            key = (t.size, tuple(t.mean), tuple(t.std))
+            if key not in cache:
+                cache[key] = t(img, self.mode)
+            out.append(cache[key])
+        return out
+
+    def load(self, path) -> list[torch.Tensor]:
+        return self(load_image(path, self.max_pixels))
+
+    def save_pretrained(self, directory) -> None:
+        d = asdict(self)
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        (Path(directory) / PROCESSOR_FILE).write_text(json.dumps({"processor_class": "MofImageProcessor", **d}, indent=1))
+
+    @classmethod
+    def from_pretrained(cls, directory) -> "MofImageProcessor":
+        d = json.loads((Path(directory) / PROCESSOR_FILE).read_text())
+        d.pop("processor_class", None)
+        return cls(**d)

@@ -1,0 +1,298 @@
+"""Synthetic visual-pattern pairs covering MMVP's nine patterns, drawn with PIL.
+
+Each pair: two images that differ only in the asked attribute, one question, opposite answers.
+Written to disk as LLaVA-format training files (captions for stage 1, questions for stage 2) and a
+held-out benchmark in MMVP's folder layout (`Questions.csv` + `MMVP Images/`) with a `Pattern` column.
+
+    python -m mof.data.synthetic --out DIR [--pairs-per-pattern 150] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .conversation import format_mcq_prompt
+
+COLORS = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (40, 170, 60), "yellow": (235, 200, 30),
+          "purple": (140, 60, 180), "orange": (240, 130, 30), "black": (20, 20, 20)}
+SHAPES = ("circle", "square", "triangle")
+
+
+@dataclass
+class Scene:
+    """The nuisance variables of a pair, shared by both of its images."""
+
+    rng: random.Random
+    size: int
+    background: tuple
+    color: str
+    shape: str
+    cx: float
+    cy: float
+
+    def canvas(self) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+        img = Image.new("RGB", (self.size, self.size), self.background)
+        return img, ImageDraw.Draw(img)
+
+    def s(self, v: float) -> float:
+        return v * self.size / 64
+
+
+def _shape(draw, shape, cx, cy, r, fill, outline=None, width=1):
+    box = (cx - r, cy - r, cx + r, cy + r)
+    if shape == "circle":
+        draw.ellipse(box, fill=fill, outline=outline, width=width)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill, outline=outline, width=width)
+    else:
+        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill, outline=outline, width=width)
+
+
+# Each pattern: (draw(scene, value) -> image, question, (value_a, value_b), option texts, caption(scene, value)).
+def _orientation(sc: Scene, v: str):
+    img, d = sc.canvas()
+    c = COLORS[sc.color]
+    cx, cy, L = sc.size / 2, sc.size / 2, sc.s(22)
+    sign = -1 if v == "left" else 1
+    d.line([(cx - sign * L, cy), (cx + sign * L * 0.4, cy)], fill=c, width=max(2, int(sc.s(5))))
+    tip = cx + sign * L
+    d.polygon([(tip, cy), (tip - sign * sc.s(14), cy - sc.s(11)), (tip - sign * sc.s(14), cy + sc.s(11))], fill=c)
+    return img
+
+
+def _presence(sc: Scene, v: str):
+    img, d = sc.canvas()
+    r = sc.s(20)
+    _shape(d, "circle", sc.cx, sc.cy, r, fill=COLORS[sc.color])
+    if v == "yes":
+        _shape(d, "circle", sc.cx, sc.cy, sc.s(7), fill=(255, 255, 255))
+    return img
+
+
+def _state(sc: Scene, v: str):
+    img, d = sc.canvas()
+    r = sc.s(14)
+    if v == "on":
+        for k in range(8):
+            a = k * math.pi / 4
+            d.line([(sc.cx + math.cos(a) * r * 1.2, sc.cy + math.sin(a) * r * 1.2),
+                    (sc.cx + math.cos(a) * r * 1.9, sc.cy + math.sin(a) * r * 1.9)], fill=(250, 200, 0), width=2)
+        _shape(d, "circle", sc.cx, sc.cy, r, fill=(255, 230, 60))
+    else:
+        _shape(d, "circle", sc.cx, sc.cy, r, fill=(90, 90, 90))
+    return img
+
+
+def _quantity(sc: Scene, v: str):
+    img, d = sc.canvas()
+    n = {"two": 2, "three": 3}[v]
+    xs = [sc.size * (k + 1) / (n + 1) for k in range(n)]
+    for x in xs:
+        _shape(d, sc.shape, x, sc.cy, sc.s(5.5), fill=COLORS[sc.color])
+    return img
+
+
+def _position(sc: Scene, v: str):
+    img, d = sc.canvas()
+    left, right = sc.size * 0.27, sc.size * 0.73
+    sq, ci = (left, right) if v == "left" else (right, left)
+    _shape(d, "square", sq, sc.cy, sc.s(10), fill=COLORS["red"])
+    _shape(d, "circle", ci, sc.cy, sc.s(10), fill=COLORS["blue"])
+    return img
+
+
+def _color(sc: Scene, v: str):
+    img, d = sc.canvas()
+    _shape(d, sc.shape, sc.cx, sc.cy, sc.s(18), fill=COLORS[v])
+    return img
+
+
+def _structure(sc: Scene, v: str):
+    img, d = sc.canvas()
+    y, w, c = sc.cy, max(2, int(sc.s(5))), COLORS[sc.color]
+    x0, x1 = sc.s(6), sc.size - sc.s(6)
+    if v == "solid":
+        d.line([(x0, y), (x1, y)], fill=c, width=w)
+    else:
+        step = sc.s(10)
+        x = x0
+        while x < x1:
+            d.line([(x, y), (min(x + step / 2, x1), y)], fill=c, width=w)
+            x += step
+    return img
+
+
+_FONTS: dict = {}
+
+
+def _font(px: int):
+    if px not in _FONTS:
+        try:
+            _FONTS[px] = ImageFont.load_default(size=px)
+        except TypeError:  # Pillow without FreeType
+            _FONTS[px] = ImageFont.load_default()
+    return _FONTS[px]
+
+
+def _text(sc: Scene, v: str):
+    img, d = sc.canvas()
+    d.text((sc.cx, sc.cy), v, fill=COLORS[sc.color], font=_font(int(sc.s(40))), anchor="mm")
+    return img
+
+
+def _viewpoint(sc: Scene, v: str):
+    img, d = sc.canvas()
+    r = sc.s(26) if v == "close" else sc.s(8)
+    _shape(d, sc.shape, sc.size / 2, sc.size / 2, r, fill=COLORS[sc.color])
+    return img
+
+
+@dataclass(frozen=True)
+class Pattern:
+    name: str
+    draw: Callable
+    question: str
+    values: tuple
+    options: tuple
+    caption: Callable
+
+
+PATTERNS = (
+    Pattern("orientation and direction", _orientation, "Which way is the arrow pointing?", ("left", "right"),
+            ("Left", "Right"), lambda sc, v: f"A {sc.color} arrow pointing {v}."),
+    Pattern("presence of specific features", _presence, "Is there a white dot inside the circle?", ("yes", "no"),
+            ("Yes", "No"), lambda sc, v: f"A {sc.color} circle {'with' if v == 'yes' else 'without'} a white dot."),
+    Pattern("state and condition", _state, "Is the lamp on or off?", ("on", "off"), ("On", "Off"),
+            lambda sc, v: f"A lamp that is {v}."),
+    Pattern("quantity and count", _quantity, "How many shapes are there?", ("two", "three"), ("Two", "Three"),
+            lambda sc, v: f"{v.capitalize()} {sc.color} {sc.shape}s in a row."),
+    Pattern("positional and relational context", _position, "Is the red square to the left or right of the blue circle?",
+            ("left", "right"), ("Left", "Right"), lambda sc, v: f"A red square to the {v} of a blue circle."),
+    Pattern("color and appearance", _color, "What color is the shape?", ("red", "blue"), ("Red", "Blue"),
+            lambda sc, v: f"A {v} {sc.shape}."),
+    Pattern("structural and physical characteristics", _structure, "Is the line solid or dashed?", ("solid", "dashed"),
+            ("Solid", "Dashed"), lambda sc, v: f"A {v} {sc.color} line."),
+    Pattern("text", _text, "Which letter is shown?", ("A", "B"), ("A", "B"), lambda sc, v: f"The letter {v} in {sc.color}."),
+    Pattern("viewpoint and perspective", _viewpoint, "Is the shape seen from close up or from far away?",
+            ("close", "far"), ("Close up", "Far away"), lambda sc, v: f"A {sc.color} {sc.shape} seen from {'close up' if v == 'close' else 'far away'}."),
+)
+PATTERN_NAMES = tuple(p.name for p in PATTERNS)
+
+
+def _scene(rng: random.Random, size: int, pattern: Pattern) -> Scene:
+    bg = tuple(rng.randint(215, 255) for _ in range(3))
+    colors = [c for c in COLORS if c not in ("yellow",)]
+    jitter = size * 0.12
+    return Scene(rng, size, bg, rng.choice(colors), rng.choice(SHAPES),
+                 size / 2 + rng.uniform(-jitter, jitter), size / 2 + rng.uniform(-jitter, jitter))
+
+
+def make_pairs(pairs_per_pattern: int, seed: int, size: int = 64, shuffle_options: bool = False):
+    """Yield `(pattern, [(image, caption, answer_letter), (image, caption, answer_letter)], options_text)`."""
+    rng = random.Random(seed)
+    for k in range(pairs_per_pattern):
+        for pattern in PATTERNS:
+            sc = _scene(rng, size, pattern)
+            flip = rng.random() < 0.5 and shuffle_options  # which option is listed first
+            opts = pattern.options[::-1] if flip else pattern.options
+            vals = pattern.values[::-1] if flip else pattern.values
+            options_text = f"(a) {opts[0]} (b) {opts[1]}"
+            items = []
+            for j, v in enumerate(pattern.values):
+                letter = "(a)" if vals[0] == v else "(b)"
+                items.append((pattern.draw(sc, v), pattern.caption(sc, v), letter))
+            yield pattern, items, options_text
+
+
+def write_training_set(out: Path, pairs_per_pattern: int, seed: int, size: int, shuffle_options: bool) -> dict:
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    captions, questions = [], []
+    n = 0
+    for pattern, items, options in make_pairs(pairs_per_pattern, seed, size, shuffle_options):
+        for img, caption, letter in items:
+            name = f"{n:06d}.png"
+            img.save(images / name)
+            captions.append({"id": f"cap-{n}", "image": name,
+                             "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": caption}]})
+            questions.append({"id": f"qa-{n}", "image": name, "pattern": pattern.name, "conversations": [
+                {"from": "human", "value": "<image>\n" + format_mcq_prompt(pattern.question, options)},
+                {"from": "gpt", "value": letter}]})
+            n += 1
+    (out / "captions.json").write_text(json.dumps(captions))
+    (out / "instruct.json").write_text(json.dumps(questions))
+    return {"images": n, "captions": len(captions), "questions": len(questions)}
+
+
+def write_benchmark(out: Path, pairs_per_pattern: int, seed: int, size: int, shuffle_options: bool) -> dict:
+    images = out / "MMVP Images"
+    images.mkdir(parents=True, exist_ok=True)
+    rows, index = [], 1
+    for pattern, items, options in make_pairs(pairs_per_pattern, seed, size, shuffle_options):
+        for img, _, letter in items:
+            img.save(images / f"{index}.jpg", quality=95)
+            rows.append([index, pattern.question, options, letter, pattern.name])
+            index += 1
+    with open(out / "Questions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Index", "Question", "Options", "Correct Answer", "Pattern"])
+        w.writerows(rows)
+    return {"questions": len(rows), "pairs": len(rows) // 2}
+
+
+def generate(out: str | Path, pairs_per_pattern: int = 150, benchmark_pairs_per_pattern: int = 20, seed: int = 0,
+             size: int = 64, shuffle_options: bool = False) -> Path:
+    """Write train and benchmark sets under `out` (skipped if already complete). Deterministic from `seed`.
+
+    shuffle_options: list each pair's two options in random order (harder: the answer letter then
+    depends on the option order as well as the image); by default the order of the pattern's values.
+    """
+    out = Path(out)
+    marker = out / "COMPLETE.json"
+    spec = {"pairs_per_pattern": pairs_per_pattern, "benchmark_pairs_per_pattern": benchmark_pairs_per_pattern,
+            "seed": seed, "size": size, "shuffle_options": shuffle_options, "version": 1}
+    if marker.exists() and json.loads(marker.read_text()).get("spec") == spec:
+        return out
+    train = write_training_set(out / "train", pairs_per_pattern, seed, size, shuffle_options)
+    # A different seed stream: the benchmark never shares a scene with training.
+    bench = write_benchmark(out / "benchmark", benchmark_pairs_per_pattern, seed + 1_000_003, size, shuffle_options)
+    marker.write_text(json.dumps({"spec": spec, "train": train, "benchmark": bench}, indent=1))
+    return out
+
+
+def corpus() -> list[str]:
+    """Every text the synthetic data can produce (for training the tiny tokenizer)."""
+    texts = []
+    for pattern in PATTERNS:
+        for a, b in (pattern.options, pattern.options[::-1]):
+            texts.append(format_mcq_prompt(pattern.question, f"(a) {a} (b) {b}"))
+        for color in COLORS:
+            for shape in SHAPES:
+                sc = Scene(random.Random(0), 64, (0, 0, 0), color, shape, 0, 0)
+                texts += [pattern.caption(sc, v) for v in pattern.values]
+    return texts + ["(a)", "(b)"]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--pairs-per-pattern", type=int, default=150)
+    p.add_argument("--benchmark-pairs-per-pattern", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=64)
+    a = p.parse_args()
+    out = generate(a.out, a.pairs_per_pattern, a.benchmark_pairs_per_pattern, a.seed, a.size)
+    print((out / "COMPLETE.json").read_text())
+
+
+if __name__ == "__main__":
+    main()

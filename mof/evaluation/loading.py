@@ -1,0 +1,68 @@
+"""One way to load any checkpoint for evaluation: a `mof` export folder, a Lightning `.ckpt`, or a
+transformers LLaVA (llava-hf layout) as the CLIP-only baseline."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data.images import PROCESSOR_FILE, MofImageProcessor
+from ..data.tokenizer import load_tokenizer
+from ..model import MofForConditionalGeneration
+
+
+@dataclass
+class Loaded:
+    model: MofForConditionalGeneration
+    tokenizer: object
+    image_processor: MofImageProcessor
+    template: str  # the conversation template the checkpoint was trained with
+
+
+def _from_export(path: Path) -> Loaded:
+    model = MofForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
+    tokenizer = load_tokenizer(str(path))
+    processor = (MofImageProcessor.from_pretrained(path) if (path / PROCESSOR_FILE).exists()
+                 else MofImageProcessor.from_model_config(model.config))
+    info = json.loads((path / "mof_export.json").read_text()) if (path / "mof_export.json").exists() else {}
+    return Loaded(model, tokenizer, processor, info.get("template") or "vicuna_v1")
+
+
+def _from_llava(path: str) -> Loaded:
+    model = MofForConditionalGeneration.from_llava(path)
+    tokenizer = load_tokenizer(path)
+    return Loaded(model, tokenizer, MofImageProcessor.from_model_config(model.config), "vicuna_v1")
+
+
+def _from_lightning(path: Path) -> Loaded:
+    from ..export import rebuild_from_checkpoint
+
+    model, cfg, _, _ = rebuild_from_checkpoint(path)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    tokenizer = load_tokenizer(cfg.model.tokenizer)
+    processor = MofImageProcessor.from_model_config(model.config, cfg.data.image_mode, cfg.data.share_first)
+    return Loaded(model, tokenizer, processor, cfg.stage.template)
+
+
+def load_for_evaluation(checkpoint: str | Path, device: str | torch.device = "cpu") -> Loaded:
+    path = Path(str(checkpoint))
+    if path.suffix == ".ckpt" and path.is_file():
+        loaded = _from_lightning(path)
+    elif (path / "config.json").is_file():
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+        if model_type == "mof":
+            loaded = _from_export(path)
+        elif model_type == "llava":
+            loaded = _from_llava(str(path))
+        else:
+            raise ValueError(f"checkpoint {path}: model_type {model_type!r} is neither 'mof' nor 'llava'")
+    elif not path.exists() and "/" in str(checkpoint) and not str(checkpoint).startswith((".", "/")):
+        loaded = _from_llava(str(checkpoint))  # a hub id: llava-hf/llava-1.5-7b-hf
+    else:
+        raise FileNotFoundError(f"checkpoint {checkpoint}: expected a mof export folder, a .ckpt file, or a LLaVA folder")
+    loaded.model.to(device).eval()
+    return loaded

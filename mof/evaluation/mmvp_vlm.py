@@ -1,0 +1,110 @@
+"""MMVP-VLM: the nine patterns posed to CLIP-like models directly.
+
+Layout: `Questions.csv` with three columns (question id, type, statement) and images under
+`MMVP_VLM_Images/<type>/<id>.jpg` (or `MLLM_VLM Images/`, as the original script reads). Consecutive
+rows form a pair; the statement of the odd id belongs to the pair's first image. Each text
+("a photo of " + statement) must pick its own image of the pair by image-text similarity; a pair
+counts if both do. Any HF dual encoder (`CLIPModel`, `SiglipModel`) works, with its own processor.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from ..data.images import ImageError, load_image
+from .mmvp import BenchmarkFormatError
+from .report import print_summary, write_report
+
+IMAGE_DIRS = ("MMVP_VLM_Images", "MLLM_VLM Images")
+LAYOUT = ("expected:\n  DIR/Questions.csv   (columns: question id, type, statement)\n"
+          "  DIR/MMVP_VLM_Images/<type>/<id>.jpg\n"
+          "MMVP-VLM is published on the Hugging Face hub as the dataset MMVP/MMVP_VLM.")
+
+
+def load_vlm_questions(root: Path) -> tuple[list[dict], Path]:
+    csv_path = root / "Questions.csv"
+    if not csv_path.is_file():
+        raise BenchmarkFormatError(f"MMVP-VLM: no Questions.csv in {root}\n{LAYOUT}")
+    image_dir = next((root / d for d in IMAGE_DIRS if (root / d).is_dir()), None)
+    if image_dir is None:
+        raise BenchmarkFormatError(f"MMVP-VLM: no MMVP_VLM_Images folder in {root}\n{LAYOUT}")
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    if len(header) != 3:
+        raise BenchmarkFormatError(f"{csv_path}: expected 3 columns (question id, type, statement), found {header}")
+    out = []
+    for line, (qid, kind, statement) in enumerate(body, 2):
+        if not qid.strip().isdigit():
+            raise BenchmarkFormatError(f"{csv_path}:{line}: question id {qid!r} is not a number")
+        out.append({"id": int(qid), "type": kind.strip(), "statement": statement.strip()})
+    return out, image_dir
+
+
+def _load_model(checkpoint: str, device):
+    from transformers import AutoModel, AutoProcessor, AutoTokenizer
+
+    from ..model.weights import require_available
+
+    require_available(checkpoint)
+    model = AutoModel.from_pretrained(checkpoint).to(device).eval()
+    try:
+        processor = AutoProcessor.from_pretrained(checkpoint)
+        return model, processor.tokenizer, processor.image_processor
+    except (OSError, ValueError, TypeError, AttributeError):
+        from transformers import AutoImageProcessor
+
+        return model, AutoTokenizer.from_pretrained(checkpoint), AutoImageProcessor.from_pretrained(checkpoint)
+
+
+@torch.no_grad()
+def evaluate_vlm(checkpoint: str, root, out_dir, batch_size: int = 32, device="cpu") -> dict:
+    root, out_dir = Path(root), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    questions, image_dir = load_vlm_questions(root)
+    model, tokenizer, image_processor = _load_model(checkpoint, device)
+    padding = "max_length" if "siglip" in type(model).__name__.lower() else True  # SigLIP was trained on padded text
+    per_pattern = defaultdict(lambda: {"pairs": 0, "correct_pairs": 0})
+    predictions = []
+    for start in range(0, len(questions) - 1, 2):
+        q1, q2 = questions[start], questions[start + 1]
+        texts = ["a photo of " + q1["statement"], "a photo of " + q2["statement"]]
+        try:
+            images = [load_image(image_dir / q["type"] / f"{q['id']}.jpg") for q in (q1, q2)]
+        except ImageError as e:
+            predictions.append({"ids": [q1["id"], q2["id"]], "type": q1["type"], "correct": False, "error": str(e)})
+            per_pattern[q1["type"]]["pairs"] += 1
+            continue
+        text_in = tokenizer(texts, padding=padding, truncation=True, return_tensors="pt").to(device)
+        pixel_in = image_processor(images=images, return_tensors="pt").to(device)
+        text_emb = model.get_text_features(**text_in)
+        image_emb = model.get_image_features(**pixel_in)
+        text_emb = getattr(text_emb, "pooler_output", text_emb)
+        image_emb = getattr(image_emb, "pooler_output", image_emb)
+        sim = torch.nn.functional.normalize(text_emb, dim=-1) @ torch.nn.functional.normalize(image_emb, dim=-1).T
+        picks = sim.argmax(dim=-1).tolist()  # the image each statement picks
+        correct = picks == [0, 1]
+        per_pattern[q1["type"]]["pairs"] += 1
+        per_pattern[q1["type"]]["correct_pairs"] += correct
+        predictions.append({"ids": [q1["id"], q2["id"]], "type": q1["type"], "similarity": sim.tolist(),
+                            "picks": picks, "correct": correct, "error": None})
+    for stats in per_pattern.values():
+        stats["pair_accuracy"] = 100.0 * stats["correct_pairs"] / max(1, stats["pairs"])
+    scores = [v["pair_accuracy"] for v in per_pattern.values()]
+    results = {"benchmark": "mmvp_vlm", "checkpoint": str(checkpoint), "root": str(root),
+               "pair_accuracy": sum(scores) / max(1, len(scores)),  # the paper's average over patterns
+               "num_pairs": sum(v["pairs"] for v in per_pattern.values()),
+               "num_correct_pairs": sum(v["correct_pairs"] for v in per_pattern.values()),
+               "unanswerable": sum(bool(p["error"]) for p in predictions), "per_pattern": dict(per_pattern)}
+    with open(out_dir / "predictions.jsonl", "w") as f:
+        for p in predictions:
+            f.write(json.dumps(p) + "\n")
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    write_report([results], out_dir)
+    print_summary(results)
+    return results

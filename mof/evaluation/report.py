@@ -1,0 +1,120 @@
+"""Reports: a markdown table like the paper's, per-pattern bar plots, and the Pearson correlation of
+two systems' per-pattern scores.
+
+    python -m mof.report DIR [DIR ...] [--out DIR] [--names A B ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+
+def _label(results: dict) -> str:
+    return results.get("name") or Path(str(results.get("checkpoint") or results.get("rescored_from") or "?")).name
+
+
+def pearson(x: list[float], y: list[float]) -> float:
+    n = len(x)
+    if n < 2:
+        return math.nan
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sx = math.sqrt(sum((a - mx) ** 2 for a in x))
+    sy = math.sqrt(sum((b - my) ** 2 for b in y))
+    return sxy / (sx * sy) if sx and sy else math.nan
+
+
+def pattern_scores(results: dict) -> dict[str, float]:
+    return {k: v["pair_accuracy"] if isinstance(v, dict) else float(v) for k, v in (results.get("per_pattern") or {}).items()}
+
+
+def markdown(all_results: list[dict]) -> str:
+    patterns = sorted({p for r in all_results for p in pattern_scores(r)})
+    head = ["system", "benchmark", "pair acc.", "question acc.", "pairs", "unparsed"] + patterns
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in all_results:
+        ps = pattern_scores(r)
+        row = [_label(r), r.get("benchmark", ""), f"{r.get('pair_accuracy', math.nan):.1f}",
+               f"{r.get('question_accuracy', math.nan):.1f}" if "question_accuracy" in r else "-",
+               str(r.get("num_pairs", "")), str(r.get("unparsed", "-"))]
+        row += [f"{ps[p]:.1f}" if p in ps else "-" for p in patterns]
+        lines.append("| " + " | ".join(row) + " |")
+    text = "\n".join(lines) + "\n"
+    if len(all_results) >= 2:
+        a, b = all_results[0], all_results[1]
+        pa, pb = pattern_scores(a), pattern_scores(b)
+        common = sorted(set(pa) & set(pb))
+        if len(common) >= 2:
+            r = pearson([pa[p] for p in common], [pb[p] for p in common])
+            text += f"\nPearson correlation of per-pattern scores, {_label(a)} vs {_label(b)}: {r:.3f} ({len(common)} patterns)\n"
+    return text
+
+
+def plot(all_results: list[dict], path: Path) -> Path | None:
+    patterns = sorted({p for r in all_results for p in pattern_scores(r)})
+    if not patterns:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(all_results)
+    width = 0.8 / k
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(patterns) + 2), 4))
+    for i, r in enumerate(all_results):
+        ps = pattern_scores(r)
+        xs = [j + (i - (k - 1) / 2) * width for j in range(len(patterns))]
+        ax.bar(xs, [ps.get(p, 0.0) for p in patterns], width, label=_label(r))
+    ax.set_xticks(range(len(patterns)))
+    ax.set_xticklabels([p.replace(" and ", " & ") for p in patterns], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("pair accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.axhline(25.0, color="gray", linestyle="--", linewidth=0.8, label="chance (25%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(all_results: list[dict], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.md").write_text(markdown(all_results))
+    plot(all_results, out_dir / "per_pattern.png")
+
+
+def print_summary(results: dict) -> None:
+    print(f"{results.get('benchmark')}: pair accuracy {results['pair_accuracy']:.1f}% "
+          f"({results.get('num_correct_pairs', '?')}/{results.get('num_pairs')}), question accuracy "
+          f"{results.get('question_accuracy', math.nan):.1f}%, unparsed {results.get('unparsed', 0)}, "
+          f"unanswerable {results.get('unanswerable', 0)}")
+    for p, v in sorted((results.get("per_pattern") or {}).items()):
+        print(f"  {p:<45} {v['pair_accuracy']:6.1f}% ({v.get('correct_pairs', '?')}/{v.get('pairs', '?')})")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Merge result directories into one table and plot.")
+    p.add_argument("dirs", nargs="+", help="directories holding results.json (e.g. the jobs of a multirun)")
+    p.add_argument("--out", default="report")
+    p.add_argument("--names", nargs="*", help="a display name per directory")
+    a = p.parse_args(argv)
+    all_results = []
+    for i, d in enumerate(a.dirs):
+        f = Path(d) / "results.json"
+        if not f.is_file():
+            raise SystemExit(f"mof.report: no results.json in {d}")
+        r = json.loads(f.read_text())
+        if a.names and i < len(a.names):
+            r["name"] = a.names[i]
+        all_results.append(r)
+    write_report(all_results, Path(a.out))
+    print(markdown(all_results))
+    print(f"wrote {a.out}/report.md and {a.out}/per_pattern.png")
+
+
+if __name__ == "__main__":
+    main()

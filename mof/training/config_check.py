@@ -1,0 +1,56 @@
+"""Start-up validation of a composed training config: a wrong value is a one-line error naming its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..data.conversation import TEMPLATES
+from ..model.configuration_mof import FUSION_MODES
+from .build import ConfigError
+from .stages import STAGES
+from .strategies import STRATEGIES
+
+
+def _check(ok: bool, key: str, expected: str, value) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+
+def validate(cfg) -> None:
+    _check(cfg.stage.name in STAGES, "stage.name", f"one of {STAGES}", cfg.stage.name)
+    _check(cfg.stage.template in TEMPLATES, "stage.template", f"one of {tuple(TEMPLATES)}", cfg.stage.template)
+    _check(cfg.mof.fusion in FUSION_MODES, "mof.fusion", f"one of {FUSION_MODES}", cfg.mof.fusion)
+    _check(0.0 <= float(cfg.mof.alpha) <= 1.0, "mof.alpha", "a number in [0, 1]", cfg.mof.alpha)
+    _check(cfg.strategy.name in STRATEGIES, "strategy.name", f"one of {STRATEGIES}", cfg.strategy.name)
+    opt = cfg.stage.optimizer
+    for key in ("lr", "adapter_lr", "vision_lr", "llm_lr"):
+        v = opt.get(key)
+        _check(v is None or float(v) > 0, f"stage.optimizer.{key}", "a positive number", v)
+    _check(0.0 <= float(cfg.stage.scheduler.warmup_ratio) < 1.0, "stage.scheduler.warmup_ratio", "a number in [0, 1)",
+           cfg.stage.scheduler.warmup_ratio)
+    if cfg.stage.name == "lora":
+        lora = cfg.stage.lora
+        _check(lora is not None and int(lora.r) > 0, "stage.lora.r", "a positive integer", lora and lora.r)
+    _check(int(cfg.data.batch_size) > 0, "data.batch_size", "a positive integer", cfg.data.batch_size)
+    _check(int(cfg.data.max_length) > 0, "data.max_length", "a positive integer", cfg.data.max_length)
+    _check(int(cfg.data.num_workers) >= 0, "data.num_workers", "0 or more", cfg.data.num_workers)
+    _check(cfg.data.image_mode in ("pad", "resize"), "data.image_mode", "pad or resize", cfg.data.image_mode)
+    if not cfg.data.get("synthetic"):
+        for i, src in enumerate(cfg.data.sources):
+            _check(Path(src.path).is_file(), f"data.sources[{i}].path", "an existing JSON/JSONL file", src.path)
+    _check(int(cfg.trainer.max_epochs) > 0 or int(cfg.trainer.max_steps) > 0, "trainer.max_epochs",
+           "a positive number (or trainer.max_steps > 0)", cfg.trainer.max_epochs)
+    _check(int(cfg.trainer.accumulate_grad_batches) >= 1, "trainer.accumulate_grad_batches", "1 or more",
+           cfg.trainer.accumulate_grad_batches)
+    _check(cfg.resume in (None, "auto") or Path(str(cfg.resume)).exists(), "resume", "null, auto or an existing checkpoint",
+           cfg.resume)
+    _check(cfg.evaluate_after in (None, "synthetic"), "evaluate_after", "null or synthetic", cfg.evaluate_after)
+    if cfg.model.get("projector_from"):
+        _check(Path(cfg.model.projector_from).exists(), "model.projector_from", "an existing run directory, export or .ckpt",
+               cfg.model.projector_from)
+    if cfg.model.get("load_pretrained"):
+        from ..model.weights import require_available
+
+        refs = [e.get("pretrained") for e in cfg.model.config.get("vision_encoders", []) or []]
+        for ref in filter(None, refs + [cfg.model.config.get("llm"), cfg.model.tokenizer]):
+            require_available(ref)

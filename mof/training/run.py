@@ -1,0 +1,146 @@
+"""`train(cfg)`: one training run from a composed Hydra config. Returns its metrics."""
+
+from __future__ import annotations
+
+import logging
+import math
+import traceback
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ..data import load_tokenizer
+from .build import build_model, model_config_from
+from .callbacks import GradNormMonitor, SkippedSamples, StopAtStep, ThroughputMonitor
+from .checkpointing import AtomicCheckpointIO, resolve_resume
+from .config_check import validate
+from .export import export_model
+from .module import MofLitModule
+from .strategies import build_strategy
+
+log = logging.getLogger(__name__)
+
+
+def _precision(cfg, accelerator: str) -> str:
+    if cfg.trainer.precision is not None:
+        return str(cfg.trainer.precision)
+    return "bf16-mixed" if accelerator in ("gpu", "cuda") else "32-true"
+
+
+def _accelerator(cfg) -> str:
+    acc = cfg.trainer.accelerator
+    if acc == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return acc
+
+
+def _logger(cfg, run_dir: Path):
+    if not cfg.get("logger"):
+        return False
+    kwargs = {}
+    if "WandbLogger" in cfg.logger.get("_target_", ""):
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get() if HydraConfig.initialized() else None
+        if cfg.logger.get("group") is None and hc is not None and hc.mode.name == "MULTIRUN":
+            kwargs["group"] = Path(hc.sweep.dir).name
+        if hc is not None and hc.mode.name == "MULTIRUN":
+            kwargs["name"] = f"{cfg.task_name}-{hc.job.num}"
+    return instantiate(cfg.logger, **kwargs)
+
+
+def train(cfg: DictConfig) -> dict:
+    validate(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = _accelerator(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    # Everything that can be checked without weights comes first.
+    model_config = model_config_from(cfg)
+    tokenizer = load_tokenizer(cfg.model.tokenizer)
+    vocab = model_config.text_config.vocab_size
+    if len(tokenizer) > vocab and not cfg.model.load_pretrained:
+        raise ValueError(f"model.config.vocab_size={vocab} is smaller than the tokenizer ({len(tokenizer)} tokens)")
+    datamodule = instantiate(cfg.data).bind(model_config, tokenizer)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    log.info("data: %d samples, %s skipped while reading", len(datamodule.dataset), dict(datamodule.dataset.read_skipped))
+
+    model = build_model(cfg, model_config)
+    job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # the run's own keys, resolved
+    run_info = {"cfg": OmegaConf.to_container(job_cfg, resolve=True), "model_config": model_config.to_dict()}
+    module = MofLitModule(model, OmegaConf.to_container(cfg.stage.optimizer), OmegaConf.to_container(cfg.stage.scheduler),
+                          run_info)
+
+    ckpt_dir = run_dir / "checkpoints"
+    ck = cfg.checkpoint
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False, save_last=True,
+        every_n_train_steps=ck.every_n_train_steps, save_top_k=ck.save_top_k, monitor=ck.monitor, mode="min")
+    callbacks = [checkpoint, ThroughputMonitor(), GradNormMonitor(), SkippedSamples()]
+    if cfg.get("stop_at_step"):
+        callbacks.append(StopAtStep(int(cfg.stop_at_step)))
+    logger = _logger(cfg, run_dir)
+    if logger:
+        callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="step"))
+    tcfg = OmegaConf.to_container(cfg.trainer)
+    tcfg.pop("precision")
+    tcfg["accelerator"] = accelerator
+    if tcfg.get("limit_train_batches") is None:
+        tcfg.pop("limit_train_batches", None)
+    strategy = build_strategy(cfg.strategy.name, accelerator, tcfg, run_dir)
+    trainer = pl.Trainer(
+        **tcfg, precision=_precision(cfg, accelerator), strategy=strategy, logger=logger, callbacks=callbacks,
+        default_root_dir=str(run_dir), use_distributed_sampler=False, enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()] if not cfg.strategy.name.startswith("deepspeed") else None)
+    if trainer.is_global_zero:
+        from .stages import log_parameter_report
+
+        report = log_parameter_report(model)
+        (run_dir / "parameters.txt").write_text(report + "\n")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume(cfg.resume, run_dir))
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    metrics["data/skipped_total"] = float(sum(callbacks[3].counts.values()))
+    if cfg.get("stop_at_step") and trainer.global_step < trainer.max_steps:
+        return metrics  # an interrupted chunk: no export yet
+    if cfg.export or cfg.evaluate_after:
+        export_dir = export_model(trainer, module, tokenizer, datamodule.image_processor, run_dir / "export")
+        if trainer.is_global_zero and cfg.evaluate_after == "synthetic":
+            from ..evaluation.run import evaluate_mcq
+            from ..evaluation.synthetic import synthetic_benchmark_root
+
+            root = synthetic_benchmark_root(cfg.data.get("synthetic"), cfg.paths.data_dir)
+            results = evaluate_mcq(export_dir, root, run_dir / "eval_synthetic", benchmark="synthetic",
+                                   template=cfg.stage.template, device=next(module.model.parameters()).device)
+            metrics["eval/pair_accuracy"] = results["pair_accuracy"]
+            metrics["eval/question_accuracy"] = results["question_accuracy"]
+            if logger:
+                logger.log_metrics({"eval/pair_accuracy": results["pair_accuracy"],
+                                    "eval/question_accuracy": results["question_accuracy"]})
+    if logger and hasattr(logger, "experiment") and "Wandb" in type(logger).__name__:
+        import wandb
+
+        wandb.finish()
+    return metrics
+
+
+def run(cfg: DictConfig):
+    """The Hydra entry point's body: in a multirun, a failed job is recorded and the sweep goes on."""
+    from hydra.core.hydra_config import HydraConfig
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+    try:
+        metrics = train(cfg)
+    except Exception as e:
+        if not multirun:
+            raise
+        log.error("job failed: %s", e)
+        (Path(cfg.paths.output_dir) / "error.txt").write_text(traceback.format_exc())
+        return math.nan
+    value = metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
+    return value

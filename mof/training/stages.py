@@ -1,0 +1,82 @@
+"""What each training stage trains: freezing, LoRA, and a report of parameter counts per part."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+STAGES = ("pretrain", "finetune", "lora")
+LLM_LINEAR_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class StagePlan:
+    name: str
+    train_llm: bool
+    train_vision: bool
+    lora: dict | None = None
+
+
+def apply_stage(model, plan: StagePlan) -> nn.Module:
+    """Freeze/unfreeze the parts of a `MofForConditionalGeneration`; for `lora`, wrap it in peft.
+
+    Adapters (the fusion's projectors) are always trained. LoRA goes on the LLM's linear layers
+    only, never the vision towers; the adapters are trained in full and saved with the LoRA weights.
+    """
+    if plan.name not in STAGES:
+        raise ValueError(f"stage.name: expected one of {STAGES}, got {plan.name!r}")
+    model.requires_grad_(False)
+    model.fusion.requires_grad_(True)
+    model.vision_encoders.requires_grad_(plan.train_vision)
+    model.language_model.requires_grad_(plan.train_llm and plan.name != "lora")
+    if plan.name == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = dict(plan.lora or {})
+        targets = lora.pop("target_modules", None) or list(LLM_LINEAR_TARGETS)
+        vision_trainable = {n for n, p in model.vision_encoders.named_parameters() if p.requires_grad}
+        config = LoraConfig(
+            r=lora.pop("r", 128), lora_alpha=lora.pop("alpha", 256), lora_dropout=lora.pop("dropout", 0.05),
+            target_modules=r"language_model\..*\.(" + "|".join(targets) + ")", modules_to_save=["fusion"], **lora)
+        model = get_peft_model(model, config)
+        if vision_trainable:  # peft freezes everything it does not own
+            inner = model.base_model.model
+            for n, p in inner.vision_encoders.named_parameters():
+                p.requires_grad_(n in vision_trainable)
+    return model
+
+
+def unwrap(model):
+    """The `MofForConditionalGeneration` inside a peft wrapper (or the model itself)."""
+    return model.base_model.model if hasattr(model, "peft_config") else model
+
+
+def parameter_report(model) -> list[tuple[str, int, int]]:
+    """`(part, parameters, trainable)` for each encoder, the adapters, the LLM and LoRA."""
+    inner = unwrap(model)
+    parts = {f"vision[{i}] {enc.spec.type}": enc for i, enc in enumerate(inner.vision_encoders)}
+    parts["adapters"] = inner.fusion
+    parts["llm"] = inner.language_model
+    rows = []
+    for name, module in parts.items():
+        params = [(n, p) for n, p in module.named_parameters()]
+        base = [p for n, p in params if "lora_" not in n]
+        rows.append((name, sum(p.numel() for p in base), sum(p.numel() for p in base if p.requires_grad)))
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    if lora:
+        rows.append(("lora", sum(p.numel() for p in lora), sum(p.numel() for p in lora if p.requires_grad)))
+    return rows
+
+
+def log_parameter_report(model) -> str:
+    rows = parameter_report(model)
+    lines = [f"{'part':<22}{'parameters':>14}{'trainable':>14}"]
+    lines += [f"{n:<22}{total:>14,}{train:>14,}" for n, total, train in rows]
+    lines.append(f"{'total':<22}{sum(r[1] for r in rows):>14,}{sum(r[2] for r in rows):>14,}")
+    text = "\n".join(lines)
+    log.info("parameters:\n%s", text)
+    return text

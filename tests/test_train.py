@@ -1,0 +1,255 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import FAST, ROOT, SMALL_DATA, run_script, train_cfg
+from mof import MofForConditionalGeneration
+from mof.training.build import ConfigError
+from mof.training.checkpointing import AtomicCheckpointIO
+from mof.training.module import NonFiniteLossError
+from mof.training.run import train
+
+
+def ckpt_state(run_dir: Path, name="last.ckpt") -> dict:
+    return torch.load(run_dir / "checkpoints" / name, map_location="cpu", weights_only=False)
+
+
+@pytest.mark.parametrize("fusion", ["none", "additive", "interleaved", "concat"])
+def test_every_fusion_mode_trains_and_exports(tmp_path, data_dir, fusion):
+    cfg = train_cfg(tmp_path, data_dir, [f"mof={fusion}", "trainer.max_steps=3"])
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    model = MofForConditionalGeneration.from_pretrained(tmp_path / "export")
+    assert model.config.fusion == fusion
+    assert (tmp_path / "export" / "tokenizer.json").exists()
+    assert (tmp_path / "export" / "preprocessor_config.json").exists()
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert "adapters" in (tmp_path / "parameters.txt").read_text()
+
+
+def test_additive_alpha_reaches_the_model(tmp_path, data_dir):
+    cfg = train_cfg(tmp_path, data_dir, ["mof=additive", "mof.alpha=0.25", "trainer.max_steps=1"])
+    train(cfg)
+    config = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert config["alpha"] == 0.25 and config["fusion"] == "additive"
+
+
+def _weights(module_state: dict, prefix: str) -> dict:
+    return {k: v for k, v in module_state.items() if k.startswith(prefix)}
+
+
+def test_pretrain_trains_adapters_only_and_checkpoint_holds_them_only(tmp_path, data_dir):
+    cfg = train_cfg(tmp_path, data_dir, ["stage=pretrain", "trainer.max_steps=3"])
+    train(cfg)
+    state = ckpt_state(tmp_path)["state_dict"]
+    assert state and all(k.startswith("model.fusion.") for k in state)
+    exported = load_file(str(tmp_path / "export" / "model.safetensors"))
+    torch.manual_seed(cfg.seed)
+    init = MofForConditionalGeneration(MofForConditionalGeneration.config_class.from_pretrained(tmp_path / "export"))
+    init_state = init.state_dict()
+    for k in ("language_model.lm_head.weight", "vision_encoders.0.tower.embeddings.patch_embedding.weight"):
+        assert torch.equal(exported[k], init_state[k]), k  # frozen: unchanged
+    assert not torch.equal(exported["fusion.projectors.0.0.weight"], init_state["fusion.projectors.0.0.weight"])
+
+
+def test_stage1_to_stage2_hand_over(tmp_path, data_dir):
+    stage1 = tmp_path / "stage1"
+    train(train_cfg(stage1, data_dir, ["stage=pretrain", "trainer.max_steps=2"]))
+    stage2 = tmp_path / "stage2"
+    cfg = train_cfg(stage2, data_dir, ["stage=finetune", f"model.projector_from={stage1}", "trainer.max_steps=1",
+                                      "export=false"])
+    from mof.training.build import build_model
+
+    model = build_model(cfg)
+    s1 = load_file(str(stage1 / "export" / "model.safetensors"))
+    for k, v in model.fusion.state_dict().items():
+        assert torch.equal(v, s1[f"fusion.{k}"])
+    with pytest.raises(ConfigError, match="model.projector_from"):
+        train(train_cfg(tmp_path / "x", data_dir, [f"model.projector_from={tmp_path}/nothing"]))
+
+
+def test_lora_stage_exports_adapter_and_merged_model(tmp_path, data_dir):
+    cfg = train_cfg(tmp_path, data_dir, ["stage=lora", "stage.lora.r=4", "stage.lora.alpha=8", "trainer.max_steps=3",
+                                         "stage.optimizer.lr=1e-2", "stage.optimizer.adapter_lr=1e-2"])
+    train(cfg)
+    state = ckpt_state(tmp_path)["state_dict"]
+    assert any("lora_A" in k for k in state) and any("fusion" in k for k in state)
+    assert not any("vision_encoders" in k and "lora" in k for k in state)  # never LoRA on the towers
+    assert not any(k.endswith("q_proj.base_layer.weight") for k in state)  # frozen LLM not saved
+    adapter = tmp_path / "export" / "lora_adapter"
+    assert (adapter / "adapter_model.safetensors").exists()
+    # logits of the LoRA model (rebuilt from its checkpoint) equal those of the merged export
+    from mof.export import rebuild_from_checkpoint
+
+    lora_model, *_ = rebuild_from_checkpoint(tmp_path)
+    merged = MofForConditionalGeneration.from_pretrained(tmp_path / "export").eval()
+    lora_model.eval()
+    n = merged.num_visual_tokens
+    ids = torch.tensor([[1, *([3] * n), 10, 11, 12]])
+    px = [torch.randn(1, 3, 64, 64)] * 2
+    torch.testing.assert_close(lora_model(input_ids=ids, pixel_values=px).logits,
+                               merged(input_ids=ids, pixel_values=px).logits, rtol=1e-4, atol=1e-5)
+    base = load_file(str(adapter / "adapter_model.safetensors"))
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in base.items())  # LoRA actually trained
+
+
+def _trainable(run_dir):
+    return ckpt_state(run_dir)["state_dict"]
+
+
+def test_exact_resume_matches_uninterrupted_run(tmp_path, data_dir):
+    common = ["trainer.deterministic=true", "checkpoint.every_n_train_steps=3", "export=false", "trainer.max_epochs=2"]
+    full = tmp_path / "full"
+    train(train_cfg(full, data_dir, [*common, "trainer.max_steps=12"]))
+    part = tmp_path / "part"
+    train(train_cfg(part, data_dir, [*common, "trainer.max_steps=12", "stop_at_step=6"]))
+    assert ckpt_state(part)["global_step"] == 6
+    train(train_cfg(part, data_dir, [*common, "trainer.max_steps=12", "resume=auto"]))
+    a, b = _trainable(full), _trainable(part)
+    assert a.keys() == b.keys() and len(a) > 10
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert ckpt_state(part)["global_step"] == 12
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches(tmp_path, data_dir):
+    args = ["train.py", *FAST, "evaluate_after=null", "export=false", f"paths.data_dir={data_dir}",
+            "checkpoint.every_n_train_steps=2", "trainer.max_steps=16", "trainer.deterministic=true"]
+    ref = tmp_path / "ref"
+    run_script([*args, f"hydra.run.dir={ref}"])
+    killed = tmp_path / "killed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, *args, f"hydra.run.dir={killed}"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        steps = sorted((killed / "checkpoints").glob("step*.ckpt")) if (killed / "checkpoints").exists() else []
+        if any(int(p.stem[4:]) >= 4 for p in steps):
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step_killed = ckpt_state(killed)["global_step"]
+    assert 4 <= step_killed < 16
+    run_script([*args, f"hydra.run.dir={killed}", "resume=auto"])
+    a, b = _trainable(ref), _trainable(killed)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_atomic_checkpoint_write_keeps_previous_on_crash(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, target)
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise KeyboardInterrupt("killed during save")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=False) == {"step": 1}
+
+
+def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path, data_dir, monkeypatch):
+    forward = MofForConditionalGeneration.forward
+    calls = []
+
+    def nan_from_third_step(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) >= 3:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(MofForConditionalGeneration, "forward", nan_from_third_step)
+    cfg = train_cfg(tmp_path, data_dir, ["checkpoint.every_n_train_steps=1", "trainer.max_steps=20"])
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at global step 2.*last good checkpoint is kept"):
+        train(cfg)
+    last = ckpt_state(tmp_path)
+    assert last["global_step"] >= 1 and all(torch.isfinite(v).all() for v in last["state_dict"].values())
+
+
+def test_export_cli_from_checkpoint_matches_training_export(tmp_path, data_dir):
+    train(train_cfg(tmp_path, data_dir, ["trainer.max_steps=2"]))
+    run_script(["-m", "mof.export", str(tmp_path / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "again")])
+    a = load_file(str(tmp_path / "export" / "model.safetensors"))
+    b = load_file(str(tmp_path / "again" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("mof.fusion=sum", "mof.fusion"),
+    ("mof.alpha=1.5", "mof.alpha"),
+    ("stage.optimizer.lr=-1", "stage.optimizer.lr"),
+    ("data.batch_size=0", "data.batch_size"),
+    ("resume=/no/such.ckpt", "resume"),
+    ("strategy.name=fsdp9", "strategy.name"),
+])
+def test_config_errors_name_the_key(tmp_path, data_dir, override, key):
+    with pytest.raises(ConfigError, match=rf"^{key}: expected"):
+        train(train_cfg(tmp_path, data_dir, [override]))
+
+
+def test_config_error_is_one_line_before_weights_load(tmp_path):
+    proc = run_script(["train.py", "mof.alpha=3", f"hydra.run.dir={tmp_path}", "logger=none"], check=False)
+    assert proc.returncode != 0
+    assert "mof.alpha: expected a number in [0, 1], got 3" in proc.stderr
+
+
+def test_missing_real_weights_fail_fast_with_guidance(tmp_path, data_dir):
+    t0 = time.time()
+    with pytest.raises(FileNotFoundError, match=r"lmsys/vicuna-7b-v1.5.*local directory"):
+        train(train_cfg(tmp_path, data_dir, ["model=llava15_7b"]))
+    assert time.time() - t0 < 30
+
+
+def test_print_config(tmp_path):
+    proc = run_script(["train.py", "--cfg", "job", "mof=additive", f"hydra.run.dir={tmp_path}"])
+    assert "fusion: additive" in proc.stdout and "stage:" in proc.stdout
+
+
+@pytest.mark.slow
+def test_sweep_runs_one_job_per_value_and_survives_a_failed_job(tmp_path, data_dir):
+    proc = run_script(["train.py", "-m", "mof=additive", "mof.alpha=0,1", "stage.optimizer.lr=1e-3,-1", *FAST,
+                       "trainer.max_steps=2", "evaluate_after=null", f"paths.data_dir={data_dir}",
+                       f"hydra.sweep.dir={tmp_path}"])
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(jobs) == 4
+    exports = [j for j in jobs if (j / "export" / "config.json").exists()]
+    failed = [j for j in jobs if (j / "error.txt").exists()]
+    assert len(exports) == 2 and len(failed) == 2, proc.stdout[-2000:]
+    alphas = sorted(json.loads((j / "export" / "config.json").read_text())["alpha"] for j in exports)
+    assert alphas == [0.0, 1.0]
+    assert "stage.optimizer.lr" in (failed[0] / "error.txt").read_text()
+
+
+def test_default_training_config_is_the_documented_default(tmp_path, data_dir):
+    from helpers import compose_cfg
+
+    cfg = compose_cfg("train", tmp_path, data_dir)
+    assert cfg.model.config._target_.endswith("tiny_config") and cfg.mof.fusion == "interleaved"
+    assert cfg.data._target_ == "mof.data.MofDataModule" and cfg.logger.offline is True
+    assert cfg.evaluate_after == "synthetic"
+
+
+def test_small_default_run_end_to_end_with_evaluation(tmp_path, data_dir):
+    cfg = train_cfg(tmp_path, data_dir, ["evaluate_after=synthetic", "trainer.max_steps=4", "logger=csv"])
+    metrics = train(cfg)
+    results = json.loads((tmp_path / "eval_synthetic" / "results.json").read_text())
+    assert results["num_questions"] == 36 and results["num_pairs"] == 18
+    assert metrics["eval/pair_accuracy"] == results["pair_accuracy"]
+    assert len(results["per_pattern"]) == 9
+    assert list((tmp_path / "csv").rglob("metrics.csv"))
+    assert SMALL_DATA  # the small data keeps this test quick
