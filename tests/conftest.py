@@ -19,8 +19,8 @@ def tiny_llava(tmp_path):
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
                               image_size=32, patch_size=8, projection_dim=32)
     text = LlamaConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, vocab_size=120, tie_word_embeddings=False)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=100, image_seq_length=16)
+                       num_key_value_heads=2, vocab_size=600, tie_word_embeddings=False)
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=550, image_seq_length=16)
     model = LlavaForConditionalGeneration(config).eval()
     path = tmp_path / "tiny-llava"
     model.save_pretrained(path)

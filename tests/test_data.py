@@ -1,5 +1,4 @@
 import json
-import struct
 
 import numpy as np
 import pytest

@@ -168,7 +168,7 @@ def test_llava_parity(tiny_llava):
     llava, path = tiny_llava
     mof_model = MofForConditionalGeneration.from_llava(path).eval()
     assert mof_model.vision_encoders[0].spec.num_layers_used == 2  # feature layer -2 of 3: top layer not built
-    ids = torch.tensor([[1, *([100] * 16), 5, 6, 7], [1, *([100] * 16), 8, 9, 10]])
+    ids = torch.tensor([[1, *([550] * 16), 5, 6, 7], [1, *([550] * 16), 8, 9, 10]])
     pixels = torch.randn(2, 3, 32, 32)
     expected = llava(input_ids=ids, pixel_values=pixels).logits
     got = mof_model(input_ids=ids, pixel_values=pixels).logits

@@ -138,8 +138,8 @@ def test_sigkill_mid_epoch_then_resume_matches(tmp_path, data_dir):
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    step_killed = ckpt_state(killed)["global_step"]
-    assert 4 <= step_killed < 16
+    step_killed = ckpt_state(killed)["global_step"]  # last.ckpt may trail the newest step file
+    assert 2 <= step_killed < 16  # mid-epoch: an epoch is 18 batches here
     run_script([*args, f"hydra.run.dir={killed}", "resume=auto"])
     a, b = _trainable(ref), _trainable(killed)
     for k in a:

@@ -13,7 +13,9 @@ import argparse
 import csv
 import json
 import math
+import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,6 +27,7 @@ from .conversation import format_mcq_prompt
 COLORS = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (40, 170, 60), "yellow": (235, 200, 30),
           "purple": (140, 60, 180), "orange": (240, 130, 30), "black": (20, 20, 20)}
 SHAPES = ("circle", "square", "triangle")
+CAPTION_PROMPT = "Describe the image briefly."  # `plain` (stage 1) drops it; stage 2 tells captions from questions by it
 
 
 @dataclass
@@ -223,7 +226,8 @@ def write_training_set(out: Path, pairs_per_pattern: int, seed: int, size: int, 
             name = f"{n:06d}.png"
             img.save(images / name)
             captions.append({"id": f"cap-{n}", "image": name,
-                             "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": caption}]})
+                             "conversations": [{"from": "human", "value": "<image>\n" + CAPTION_PROMPT},
+                                               {"from": "gpt", "value": caption}]})
             questions.append({"id": f"qa-{n}", "image": name, "pattern": pattern.name, "conversations": [
                 {"from": "human", "value": "<image>\n" + format_mcq_prompt(pattern.question, options)},
                 {"from": "gpt", "value": letter}]})
@@ -257,16 +261,29 @@ def generate(out: str | Path, pairs_per_pattern: int = 150, benchmark_pairs_per_
     depends on the option order as well as the image); by default the order of the pattern's values.
     """
     out = Path(out)
-    marker = out / "COMPLETE.json"
     spec = {"pairs_per_pattern": pairs_per_pattern, "benchmark_pairs_per_pattern": benchmark_pairs_per_pattern,
-            "seed": seed, "size": size, "shuffle_options": shuffle_options, "version": 1}
-    if marker.exists() and json.loads(marker.read_text()).get("spec") == spec:
+            "seed": seed, "size": size, "shuffle_options": shuffle_options, "version": 2}
+    if _complete(out, spec):
         return out
-    train = write_training_set(out / "train", pairs_per_pattern, seed, size, shuffle_options)
+    # Built in a private folder and renamed into place, so that ranks starting together never see half a set.
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    train = write_training_set(tmp / "train", pairs_per_pattern, seed, size, shuffle_options)
     # A different seed stream: the benchmark never shares a scene with training.
-    bench = write_benchmark(out / "benchmark", benchmark_pairs_per_pattern, seed + 1_000_003, size, shuffle_options)
-    marker.write_text(json.dumps({"spec": spec, "train": train, "benchmark": bench}, indent=1))
+    bench = write_benchmark(tmp / "benchmark", benchmark_pairs_per_pattern, seed + 1_000_003, size, shuffle_options)
+    (tmp / "COMPLETE.json").write_text(json.dumps({"spec": spec, "train": train, "benchmark": bench}, indent=1))
+    if _complete(out, spec):  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+        return out
+    if out.exists():
+        shutil.rmtree(out)  # an older or different set
+    os.replace(tmp, out)
     return out
+
+
+def _complete(out: Path, spec: dict) -> bool:
+    marker = out / "COMPLETE.json"
+    return marker.exists() and json.loads(marker.read_text()).get("spec") == spec
 
 
 def corpus() -> list[str]:
@@ -279,7 +296,7 @@ def corpus() -> list[str]:
             for shape in SHAPES:
                 sc = Scene(random.Random(0), 64, (0, 0, 0), color, shape, 0, 0)
                 texts += [pattern.caption(sc, v) for v in pattern.values]
-    return texts + ["(a)", "(b)"]
+    return texts + ["(a)", "(b)", CAPTION_PROMPT]
 
 
 def main():

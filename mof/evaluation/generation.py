@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..data.conversation import IMAGE_PLACEHOLDER, format_mcq_prompt, get_template
+from ..data.conversation import IMAGE_PLACEHOLDER, MCQ_SUFFIX, format_mcq_prompt, get_template
 from ..data.images import ImageError
 from .loading import Loaded
 from .scoring import parse_letter, parse_response
@@ -17,7 +17,7 @@ def prompt_ids(loaded: Loaded, template, question: str, options: str, suffix: st
 
 
 @torch.no_grad()
-def answer(loaded: Loaded, questions, template_name: str, batch_size: int = 16, suffix: str | None = None,
+def answer(loaded: Loaded, questions, template_name: str, batch_size: int = 16, suffix: str | None = MCQ_SUFFIX,
            max_new_tokens: int = 12) -> list[dict]:
     """One prediction dict per question; an unreadable image makes that question unanswerable (wrong, counted)."""
     template = get_template(template_name)

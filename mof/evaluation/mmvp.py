@@ -38,15 +38,21 @@ class Question:
         return (self.index - 1) // 2
 
 
-def load_mmvp(root: str | Path, corrections: bool = False) -> tuple[list[Question], dict]:
-    """The questions, and the corrections applied (Index -> [old, new])."""
+def find_layout(root: str | Path, name: str, image_dirs: tuple, layout: str) -> tuple[Path, Path]:
+    """`(Questions.csv, image folder)` of a benchmark folder, or an error showing the expected layout."""
     root = Path(root)
     csv_path = root / "Questions.csv"
     if not csv_path.is_file():
-        raise BenchmarkFormatError(f"MMVP: no Questions.csv in {root}\n{EXPECTED_LAYOUT}")
-    image_dir = next((root / d for d in IMAGE_DIRS if (root / d).is_dir()), None)
+        raise BenchmarkFormatError(f"{name}: no Questions.csv in {root}\n{layout}")
+    image_dir = next((root / d for d in image_dirs if (root / d).is_dir()), None)
     if image_dir is None:
-        raise BenchmarkFormatError(f"MMVP: no 'MMVP Images' folder in {root}\n{EXPECTED_LAYOUT}")
+        raise BenchmarkFormatError(f"{name}: no '{image_dirs[0]}' folder in {root}\n{layout}")
+    return csv_path, image_dir
+
+
+def load_mmvp(root: str | Path, corrections: bool = False) -> tuple[list[Question], dict]:
+    """The questions, and the corrections applied (Index -> [old, new])."""
+    csv_path, image_dir = find_layout(root, "MMVP", IMAGE_DIRS, EXPECTED_LAYOUT)
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         columns = [c.strip() for c in reader.fieldnames or []]

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..data.images import ImageError, load_image
-from .mmvp import BenchmarkFormatError
+from .mmvp import BenchmarkFormatError, find_layout
 from .report import print_summary, write_report
 
 IMAGE_DIRS = ("MMVP_VLM_Images", "MLLM_VLM Images")
@@ -27,12 +27,7 @@ LAYOUT = ("expected:\n  DIR/Questions.csv   (columns: question id, type, stateme
 
 
 def load_vlm_questions(root: Path) -> tuple[list[dict], Path]:
-    csv_path = root / "Questions.csv"
-    if not csv_path.is_file():
-        raise BenchmarkFormatError(f"MMVP-VLM: no Questions.csv in {root}\n{LAYOUT}")
-    image_dir = next((root / d for d in IMAGE_DIRS if (root / d).is_dir()), None)
-    if image_dir is None:
-        raise BenchmarkFormatError(f"MMVP-VLM: no MMVP_VLM_Images folder in {root}\n{LAYOUT}")
+    csv_path, image_dir = find_layout(root, "MMVP-VLM", IMAGE_DIRS, LAYOUT)
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         rows = list(csv.reader(f))
     header, body = rows[0], rows[1:]

@@ -42,7 +42,8 @@ class MofLitModule(pl.LightningModule):
             raise NonFiniteLossError(
                 f"non-finite loss ({loss.item()}) at global step {self.global_step}, batch {batch_idx}: training stopped. "
                 f"The last good checkpoint is kept: {last}. Lower the learning rate or check the data.")
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["num_samples"])
+        # Averaged over ranks, so that it is the global batch's loss under data parallelism.
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["num_samples"], sync_dist=self.trainer.world_size > 1)
         return loss
 
     def configure_optimizers(self):

@@ -84,6 +84,10 @@ def train(cfg: DictConfig) -> dict:
     callbacks = [checkpoint, ThroughputMonitor(), GradNormMonitor(), SkippedSamples()]
     if cfg.get("stop_at_step"):
         callbacks.append(StopAtStep(int(cfg.stop_at_step)))
+    if cfg.strategy.name.startswith("deepspeed"):
+        from .deepspeed_cpu import ZeroPartitionReport
+
+        callbacks.append(ZeroPartitionReport(run_dir))
     logger = _logger(cfg, run_dir)
     if logger:
         callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="step"))

@@ -1,0 +1,97 @@
+"""Plan a run before renting GPUs: parameter counts and model-state memory per GPU.
+
+    python -m mof.estimate model=llava15_7b mof=interleaved stage=finetune strategy=deepspeed_zero3 trainer.devices=8
+
+The model is built on the meta device (no memory, no download). Model states per GPU follow the
+ZeRO paper's accounting for mixed-precision AdamW: 2 bytes per parameter for 16-bit weights, 2 per
+trainable parameter for gradients, 12 per trainable parameter for the fp32 master copy and both
+moments; ZeRO-2 partitions gradients and optimizer states over the GPUs, ZeRO-3 weights too, and
+offload moves optimizer states (and with ZeRO-3 the weights) to CPU memory. Activations are not
+included: they depend on batch size, sequence length and gradient checkpointing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+GiB = 1024**3
+
+
+def lora_parameters(model, targets, r: int) -> int:
+    total = 0
+    for name, module in model.language_model.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets:
+            total += r * (module.in_features + module.out_features)
+    return total
+
+
+def count(cfg) -> list[tuple[str, int, int]]:
+    from .model import MofForConditionalGeneration
+    from .training.build import model_config_from, stage_plan
+    from .training.stages import LLM_LINEAR_TARGETS
+
+    config = model_config_from(cfg)
+    with torch.device("meta"):
+        model = MofForConditionalGeneration(config)
+    plan = stage_plan(cfg)
+    rows = []
+    for i, enc in enumerate(model.vision_encoders):
+        n = sum(p.numel() for p in enc.parameters())
+        rows.append((f"vision[{i}] {enc.spec.type}", n, n if plan.train_vision else 0))
+    n = sum(p.numel() for p in model.fusion.parameters())
+    rows.append(("adapters", n, n))
+    n = sum(p.numel() for p in model.language_model.parameters())
+    rows.append(("llm", n, n if plan.train_llm and plan.name != "lora" else 0))
+    if plan.name == "lora":
+        lora = plan.lora or {}
+        n = lora_parameters(model, lora.get("target_modules") or LLM_LINEAR_TARGETS, int(lora.get("r", 128)))
+        rows.append(("lora", n, n))
+    return rows
+
+
+def model_state_bytes(total: int, trainable: int, strategy: str, devices: int) -> dict[str, float]:
+    weights, grads, optim = 2.0 * total, 2.0 * trainable, 12.0 * trainable
+    n = max(1, devices)
+    if strategy in ("auto", "ddp"):
+        gpu, cpu = weights + grads + optim, 0.0
+    elif strategy == "deepspeed_zero2":
+        gpu, cpu = weights + (grads + optim) / n, 0.0
+    elif strategy == "deepspeed_zero3":
+        gpu, cpu = (weights + grads + optim) / n, 0.0
+    elif strategy == "deepspeed_zero3_offload":
+        gpu, cpu = grads / n, weights + optim  # offloaded states live in each node's CPU memory
+    else:
+        raise ValueError(f"strategy.name: unknown strategy {strategy!r}")
+    return {"gpu": gpu, "cpu": cpu}
+
+
+def report(cfg) -> str:
+    rows = count(cfg)
+    total, trainable = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    devices = int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
+    lines = [f"{'part':<22}{'parameters':>16}{'trainable':>16}"]
+    lines += [f"{name:<22}{n:>16,}{t:>16,}" for name, n, t in rows]
+    lines.append(f"{'total':<22}{total:>16,}{trainable:>16,}")
+    lines.append("")
+    lines.append(f"model states per GPU (stage={cfg.stage.name}, {devices} GPUs, 16-bit weights, AdamW):")
+    for strategy in ("ddp", "deepspeed_zero2", "deepspeed_zero3", "deepspeed_zero3_offload"):
+        mem = model_state_bytes(total, trainable, strategy, devices)
+        mark = "  <- strategy" if strategy == cfg.strategy.name or (cfg.strategy.name == "auto" and strategy == "ddp") else ""
+        cpu = f", CPU {mem['cpu'] / GiB:7.1f} GiB per node" if mem["cpu"] else ""
+        lines.append(f"  {strategy:<26} GPU {mem['gpu'] / GiB:7.1f} GiB{cpu}{mark}")
+    lines.append("(activations come on top: they grow with batch size and sequence length; gradient checkpointing cuts them)")
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig):
+    print(report(cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+import csv
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from helpers import compose_cfg, run_script
+from mof import MofForConditionalGeneration, tiny_config
+from mof.data import MofImageProcessor, load_tokenizer
+from mof.evaluation.mmvp import BenchmarkFormatError, load_mmvp
+from mof.evaluation.mmvp_vlm import evaluate_vlm
+from mof.evaluation.report import main as report_main
+from mof.evaluation.report import pearson
+from mof.evaluation.run import rescore
+from mof.evaluation.scoring import parse_options, parse_response, score
+
+
+@pytest.mark.parametrize("response,expected", [
+    ("(a)", "a"), ("a", "a"), ("A.", "a"), ("B", "b"), ("b) Sitting", "b"),
+    ("The answer is (b) Sitting", "b"), ("The answer is b.", "b"), ("Option B", "b"),
+    ("Sitting", "b"), ("the person is standing", "a"),
+    ("A dog is here", None), ("I cannot tell", None), ("Standing or sitting", None), ("", None),
+])
+def test_parse_response(response, expected):
+    assert parse_response(response, "(a) Standing (b) Sitting") == expected
+
+
+def test_parse_options():
+    assert parse_options("(a) Standing (b) Sitting") == {"a": "Standing", "b": "Sitting"}
+    assert parse_options("(a) Close up (b) Far away") == {"a": "Close up", "b": "Far away"}
+
+
+def test_pair_accuracy_by_hand():
+    # pair 1: both right; pair 2: one right; pair 3: both wrong -> 3/6 questions, 1/3 pairs
+    preds = [{"index": i, "correct": c, "parsed": "a", "pattern": p} for i, c, p in
+             [(1, True, "x"), (2, True, "x"), (3, True, "y"), (4, False, "y"), (5, False, "y"), (6, False, "y")]]
+    preds[5]["parsed"] = None
+    s = score(preds)
+    assert s["question_accuracy"] == 50.0 and s["pair_accuracy"] == pytest.approx(100 / 3)
+    assert (s["num_pairs"], s["num_correct_pairs"], s["unparsed"]) == (3, 1, 1)
+    assert s["per_pattern"]["x"]["pair_accuracy"] == 100.0 and s["per_pattern"]["y"]["pair_accuracy"] == 0.0
+
+
+def write_mmvp(root, rows, with_images=True, pattern=False):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "MMVP Images").mkdir(exist_ok=True)
+    with open(root / "Questions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Index", "Question", "Options", "Correct Answer"] + (["Pattern"] if pattern else []))
+        for r in rows:
+            w.writerow(r)
+    if with_images:
+        for r in rows:
+            Image.new("RGB", (50, 40), (10 * int(r[0]), 80, 80)).save(root / "MMVP Images" / f"{r[0]}.jpg")
+    return root
+
+
+def test_corrections_are_off_by_default_and_recorded(tmp_path):
+    rows = [[i, "Is the person standing?", "(a) Standing (b) Sitting", "(a)" if i % 2 else "(b)"] for i in range(99, 101)]
+    rows += [[279, "q", "(a) Standing (b) Sitting", "(a)"], [280, "q", "(a) Standing (b) Sitting", "(b)"]]
+    root = write_mmvp(tmp_path / "mmvp", rows)
+    questions, applied = load_mmvp(root)
+    assert applied == {} and questions[1].answer == "(b)"
+    questions, applied = load_mmvp(root, corrections=True)
+    assert applied == {100: ["(b)", "(a)"], 280: ["(b)", "(a)"]}
+    assert [q.answer for q in questions] == ["(a)", "(a)", "(a)", "(a)"]
+
+
+def test_rescoring_saved_predictions_without_a_model(tmp_path):
+    preds = [{"index": 99, "answer": "(a)", "parsed": "a", "correct": True},
+             {"index": 100, "answer": "(b)", "parsed": "a", "correct": False}]
+    f = tmp_path / "predictions.jsonl"
+    f.write_text("\n".join(json.dumps(p) for p in preds))
+    plain = rescore(f, tmp_path / "plain")
+    fixed = rescore(f, tmp_path / "fixed", corrections=True)
+    assert plain["pair_accuracy"] == 0.0 and fixed["pair_accuracy"] == 100.0
+    assert fixed["corrections_applied"] == {"100": ["(b)", "(a)"]}
+    assert json.loads((tmp_path / "fixed" / "results.json").read_text())["pair_accuracy"] == 100.0
+
+
+def test_bad_benchmark_folders_give_clear_errors(tmp_path):
+    with pytest.raises(BenchmarkFormatError, match=r"(?s)no Questions.csv.*MMVP Images/<Index>.jpg.*MMVP/MMVP"):
+        load_mmvp(tmp_path / "nowhere")
+    root = tmp_path / "bad"
+    root.mkdir()
+    (root / "MMVP Images").mkdir()
+    (root / "Questions.csv").write_text("Index,Prompt,Choices,Answer\n1,a,b,c\n")
+    with pytest.raises(BenchmarkFormatError, match=r"missing columns \['Question', 'Options', 'Correct Answer'\]"):
+        load_mmvp(root)
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory):
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("export")
+    config = tiny_config(fusion="interleaved", vocab_size=544)
+    MofForConditionalGeneration(config).save_pretrained(out)
+    load_tokenizer("tiny").save_pretrained(out)
+    MofImageProcessor.from_model_config(config).save_pretrained(out)
+    return out
+
+
+def test_end_to_end_evaluation_of_tiny_export(tmp_path, tiny_export):
+    rows = [[i, "Which way is the arrow pointing?", "(a) Left (b) Right", "(a)" if i % 2 else "(b)"] for i in range(1, 7)]
+    root = write_mmvp(tmp_path / "mmvp", rows)
+    (root / "MMVP Images" / "6.jpg").write_bytes(b"not a jpeg")  # unreadable: unanswerable, run goes on
+    cfg = compose_cfg("evaluate", tmp_path / "run", tmp_path, ["benchmark=mmvp", f"benchmark.root={root}",
+                                                                f"checkpoint={tiny_export}", "device=cpu",
+                                                                "benchmark.batch_size=2"])
+    from mof.evaluation.entry import evaluate
+
+    results = evaluate(cfg)
+    for key in ("benchmark", "checkpoint", "question_accuracy", "pair_accuracy", "num_questions", "num_pairs",
+                "unparsed", "per_pattern"):
+        assert key in results
+    assert results["num_questions"] == 6 and results["num_pairs"] == 3 and results["unanswerable"] == 1
+    lines = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert [p["index"] for p in lines] == [1, 2, 3, 4, 5, 6]
+    assert {"index", "question", "options", "answer", "response", "parsed", "correct"} <= set(lines[0])
+    assert lines[5]["error"] and lines[5]["correct"] is False
+    # batched greedy decoding gives the same answers as one question at a time
+    cfg1 = compose_cfg("evaluate", tmp_path / "run1", tmp_path, ["benchmark=mmvp", f"benchmark.root={root}",
+                                                                  f"checkpoint={tiny_export}", "device=cpu",
+                                                                  "benchmark.batch_size=1"])
+    evaluate(cfg1)
+    lines1 = [json.loads(x) for x in (tmp_path / "run1" / "predictions.jsonl").read_text().splitlines()]
+    assert [p["response"] for p in lines1] == [p["response"] for p in lines]
+    assert (tmp_path / "run" / "report.md").exists()
+
+
+def test_evaluate_cli_synthetic_default_and_lightning_checkpoint(tmp_path, data_dir):
+    from helpers import train_cfg
+    from mof.training.run import train
+
+    train(train_cfg(tmp_path / "train", data_dir, ["trainer.max_steps=2", "export=false"]))
+    ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    proc = run_script(["evaluate.py", f"checkpoint={ckpt}", f"paths.data_dir={data_dir}",
+                       "benchmark.synthetic.pairs_per_pattern=4",
+                       "benchmark.synthetic.benchmark_pairs_per_pattern=2", f"hydra.run.dir={tmp_path / 'ev'}"])
+    results = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert results["benchmark"] == "synthetic" and results["num_pairs"] == 18 and len(results["per_pattern"]) == 9
+    assert (tmp_path / "ev" / "per_pattern.png").stat().st_size > 1000
+    assert "pair accuracy" in proc.stdout
+
+
+def test_llava_checkpoint_evaluates_through_the_same_path(tmp_path, tiny_llava):
+    llava, path = tiny_llava
+    load_tokenizer("tiny").save_pretrained(path)
+    rows = [[i, "Which way?", "(a) Left (b) Right", "(a)" if i % 2 else "(b)"] for i in range(1, 5)]
+    root = write_mmvp(tmp_path / "mmvp", rows)
+    cfg = compose_cfg("evaluate", tmp_path / "run", tmp_path, ["benchmark=mmvp", f"benchmark.root={root}",
+                                                                f"checkpoint={path}", "device=cpu"])
+    from mof.evaluation.entry import evaluate
+
+    assert evaluate(cfg)["num_questions"] == 4
+
+
+def write_vlm(root, n_types=2):
+    (root / "MMVP_VLM_Images").mkdir(parents=True)
+    rows, qid = [], 1
+    for t in range(n_types):
+        kind = f"Pattern {t}"
+        (root / "MMVP_VLM_Images" / kind).mkdir()
+        for _ in range(2):  # two pairs per pattern
+            for s in ("a red square", "a blue circle"):
+                Image.new("RGB", (40, 40), (200 if "red" in s else 20, 30, 200 if "blue" in s else 20)).save(
+                    root / "MMVP_VLM_Images" / kind / f"{qid}.jpg")
+                rows.append([qid, kind, s])
+                qid += 1
+    with open(root / "Questions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Question ID", "Type", "Statement"])
+        w.writerows(rows)
+    return root
+
+
+def test_mmvp_vlm_with_tiny_random_clip(tmp_path):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(0)
+    config = CLIPConfig(text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                                     "num_attention_heads": 4, "vocab_size": 544, "max_position_embeddings": 64},
+                        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                                       "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
+                        projection_dim=16)
+    model_dir = tmp_path / "clip"
+    CLIPModel(config).save_pretrained(model_dir)
+    load_tokenizer("tiny").save_pretrained(model_dir)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(model_dir)
+    root = write_vlm(tmp_path / "vlm")
+    results = evaluate_vlm(str(model_dir), root, tmp_path / "out")
+    assert results["num_pairs"] == 4 and set(results["per_pattern"]) == {"Pattern 0", "Pattern 1"}
+    lines = [json.loads(x) for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    for p in lines:  # a pair is right exactly when each statement picks its own image
+        assert p["correct"] == (p["picks"] == [0, 1])
+    expected = sum(p["correct"] for p in lines[:2]) * 50.0
+    assert results["per_pattern"]["Pattern 0"]["pair_accuracy"] == expected
+
+
+def test_mmvp_vlm_accepts_original_folder_name(tmp_path):
+    from mof.evaluation.mmvp_vlm import load_vlm_questions
+
+    root = write_vlm(tmp_path / "vlm", 1)
+    (root / "MMVP_VLM_Images").rename(root / "MLLM_VLM Images")
+    questions, image_dir = load_vlm_questions(root)
+    assert image_dir.name == "MLLM_VLM Images" and len(questions) == 4
+
+
+def test_report_merges_runs_and_correlates(tmp_path, capsys):
+    for name, scores in (("clip", [10, 50, 90]), ("mllm", [20, 40, 100])):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps({
+            "benchmark": "mmvp_vlm", "checkpoint": name, "pair_accuracy": sum(scores) / 3, "num_pairs": 6,
+            "per_pattern": {f"p{i}": {"pair_accuracy": s, "pairs": 2, "correct_pairs": 1} for i, s in enumerate(scores)}}))
+    report_main([str(tmp_path / "clip"), str(tmp_path / "mllm"), "--out", str(tmp_path / "rep")])
+    text = (tmp_path / "rep" / "report.md").read_text()
+    r = pearson([10, 50, 90], [20, 40, 100])
+    assert f"{r:.3f}" in text and "| clip |" in text and "| mllm |" in text
+    assert (tmp_path / "rep" / "per_pattern.png").stat().st_size > 1000
+    assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)

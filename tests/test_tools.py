@@ -1,0 +1,63 @@
+"""The command-line tools beside train.py and evaluate.py: estimate, data check, experiments, bench/gpu.py."""
+
+import json
+
+import pytest
+
+from helpers import ROOT, SMALL_DATA, compose_cfg, run_script
+from mof.estimate import count, model_state_bytes, report
+from mof.training.build import model_config_from
+
+
+def test_estimate_counts_and_memory(tmp_path, data_dir):
+    cfg = compose_cfg("train", tmp_path, data_dir, ["model=llava15_7b", "mof=interleaved", "stage=finetune",
+                                                     "strategy=deepspeed_zero3", "trainer.devices=8"])
+    rows = dict((name, (n, t)) for name, n, t in count(cfg))
+    assert rows["llm"] == (6_738_415_616, 6_738_415_616)  # Vicuna-7B
+    assert rows["vision[1] dinov2"][1] == 0 and rows["adapters"][0] == 2 * (1024 * 4096 + 4096 + 4096 * 4096 + 4096)
+    text = report(cfg)
+    assert "deepspeed_zero3" in text and "<- strategy" in text
+    total, trainable = 1_000, 400
+    assert model_state_bytes(total, trainable, "ddp", 4)["gpu"] == 2 * total + 14 * trainable
+    assert model_state_bytes(total, trainable, "deepspeed_zero3", 4)["gpu"] == (2 * total + 14 * trainable) / 4
+    lora = compose_cfg("train", tmp_path, data_dir, ["model=llava15_7b", "stage=lora", "stage.lora.r=8"])
+    lora_rows = dict((name, (n, t)) for name, n, t in count(lora))
+    # r (in + out) for q, k, v, o (4096 x 4096), gate, up (4096 -> 11008), down (11008 -> 4096), 32 layers
+    assert lora_rows["lora"][0] == 32 * 8 * (4 * 8192 + 3 * (4096 + 11008)) and lora_rows["llm"][1] == 0
+
+
+def test_data_check_writes_report(tmp_path, data_dir):
+    proc = run_script(["-m", "mof.data.check", f"paths.data_dir={data_dir}", *SMALL_DATA, f"hydra.run.dir={tmp_path}"])
+    report_ = json.loads((tmp_path / "report.json").read_text())
+    assert report_["total"] == report_["valid"] == 144 and report_["skipped"] == {} and report_["fully_masked"] == 0
+    assert report_["token_length"]["p50"] > 128  # 128 visual tokens (interleaved) + text
+    assert "[[ (a)</s>]]" in proc.stdout or "[[ (b)</s>]]" in proc.stdout
+    assert "<image x128>" in proc.stdout
+
+
+@pytest.mark.parametrize("experiment,tokens,stage,strategy", [
+    ("llava15_imof_stage1", 1152, "pretrain", "deepspeed_zero2"),
+    ("llava15_imof_stage2", 1152, "finetune", "deepspeed_zero3"),
+    ("llava15_imof_lora", 1152, "lora", "deepspeed_zero3"),
+    ("llava_amof_stage2", 576, "finetune", "deepspeed_zero3"),
+])
+def test_paper_experiments_compose(tmp_path, data_dir, experiment, tokens, stage, strategy):
+    cfg = compose_cfg("train", tmp_path, data_dir, [f"experiment={experiment}"])
+    assert model_config_from(cfg).num_visual_tokens == tokens
+    assert cfg.stage.name == stage and cfg.strategy.name == strategy
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.model.load_pretrained
+    global_batch = cfg.data.batch_size * cfg.trainer.devices
+    assert global_batch == {"pretrain": 256}.get(stage, 128)
+
+
+def test_gpu_bench_runs_on_cpu_with_tiny_config(tmp_path):
+    import shutil
+
+    (tmp_path / "bench").mkdir()
+    for f in ("gpu.py", "common.py"):
+        shutil.copy(ROOT / "bench" / f, tmp_path / "bench" / f)
+    proc = run_script(["bench/gpu.py", "--tiny", "--steps", "1", "--seq", "200", "--fusions", "none", "interleaved"],
+                      cwd=tmp_path)
+    log = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| interleaved | 128 |" in log and "| none | 64 |" in log and "samples/s per A100" in log
+    assert "tokens/s" in proc.stdout
