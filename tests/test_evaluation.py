@@ -220,3 +220,21 @@ def test_report_merges_runs_and_correlates(tmp_path, capsys):
     assert f"{r:.3f}" in text and "| clip |" in text and "| mllm |" in text
     assert (tmp_path / "rep" / "per_pattern.png").stat().st_size > 1000
     assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+
+
+def test_results_go_to_wandb_offline(tmp_path, monkeypatch):
+    from mof.evaluation.wandb_log import log_results
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    rows = [[i, "Which way?", "(a) Left (b) Right", "(a)" if i % 2 else "(b)"] for i in range(1, 3)]
+    root = write_mmvp(tmp_path / "mmvp", rows)
+    preds = [{"index": i, "question": "Which way?", "options": "(a) Left (b) Right", "answer": "(a)", "response": "(a)",
+              "parsed": "a", "correct": i == 1} for i in (1, 2)]
+    (tmp_path / "predictions.jsonl").write_text("\n".join(json.dumps(p) for p in preds))
+    results = {"benchmark": "mmvp", "root": str(root), "pair_accuracy": 0.0, "question_accuracy": 50.0,
+               "per_pattern": {}}
+    log_results(results, tmp_path, "eval-test")
+    runs = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    assert runs and runs[0].stat().st_size > 0
+    media = list(tmp_path.glob("wandb/offline-run-*/files/media/**/*.*"))
+    assert media  # the prediction table's images were written

@@ -109,14 +109,18 @@ def test_gradients_reach_projectors_not_frozen_encoders(fusion):
     assert not model.vision_encoders[0].tower.training  # frozen towers stay in eval mode
 
 
-def test_unfrozen_encoder_gets_gradients():
+def test_unfrozen_encoder_gets_gradients_on_every_trainable_parameter():
     model = make("interleaved").train()
-    model.vision_encoders.requires_grad_(True)
+    for enc in model.vision_encoders:
+        enc.set_trainable(True)
+    assert not model.vision_encoders[1].tower.embeddings.mask_token.requires_grad  # DINOv2's is for masked inputs
     ids, pixels = batch(model.config)
     model(input_ids=ids, pixel_values=pixels, labels=ids).loss.backward()
-    for enc in model.vision_encoders:
-        grads = [p.grad for n, p in enc.named_parameters() if "mask_token" not in n]  # DINOv2's is for masked inputs
-        assert all(g is not None for g in grads)
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.zero_grad()
+    text_only = torch.tensor([[1, 20, 21, 22]])
+    model(input_ids=text_only, labels=text_only).loss.backward()  # no image: still a (zero) gradient everywhere
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
 def test_text_only_and_mixed_batches():

@@ -253,3 +253,12 @@ def test_small_default_run_end_to_end_with_evaluation(tmp_path, data_dir):
     assert len(results["per_pattern"]) == 9
     assert list((tmp_path / "csv").rglob("metrics.csv"))
     assert SMALL_DATA  # the small data keeps this test quick
+
+
+def test_wandb_logger_records_offline_by_default(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = train_cfg(tmp_path, data_dir, ["logger=wandb", "trainer.max_steps=2", "export=false"])
+    assert cfg.logger.offline is True
+    train(cfg)
+    runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert runs and runs[0].stat().st_size > 0

@@ -113,8 +113,10 @@ class MofDataModule(pl.LightningDataModule):
         sampler = ModalityGroupedBatchSampler(self.dataset.modality_lengths(), self.batch_size, self.seed,
                                               group_by_modality=self.group_by_modality, num_replicas=world, rank=rank)
         if self._resume is not None:
+            # Kept for every loader built from now on: DeepSpeed builds one to count steps before the
+            # checkpoint is restored, and the one that trains after. The sampler skips only within
+            # the checkpoint's epoch, and only on its first iteration.
             sampler.load_state_dict(self._resume)
-            self._resume = None
         self.sampler = sampler
         pad = self.tokenizer.pad_token_id
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers,
@@ -132,3 +134,5 @@ class MofDataModule(pl.LightningDataModule):
             if state.get("seed", self.seed) != self.seed:
                 raise ValueError(f"resume: the checkpoint's data seed {state['seed']} differs from data.seed={self.seed}")
             self._resume = state
+            if getattr(self, "sampler", None) is not None:  # a loader built before the restore
+                self.sampler.load_state_dict(state)

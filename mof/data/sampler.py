@@ -71,9 +71,11 @@ class ModalityGroupedBatchSampler(Sampler[list[int]]):
         return out
 
     def __iter__(self):
+        # A generator: the resume position is read when the first batch is drawn, not when the
+        # iterator is made (DeepSpeed's restore comes between the two).
         skip = self.resume_at[1] if self.resume_at and self.resume_at[0] == self.epoch else 0
         self.resume_at = None
-        return iter(self.batches()[skip:])
+        yield from self.batches()[skip:]
 
     def __len__(self) -> int:
         # The full epoch, also when resuming: the training loop's batch count stays that of the epoch.

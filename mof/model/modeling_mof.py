@@ -69,8 +69,7 @@ class MofForConditionalGeneration(MofPreTrainedModel, GenerationMixin):
         kwargs = {"dtype": dtype} if dtype is not None else {}
         for i in indices:
             frozen = self.vision_encoders[i].is_frozen
-            self.vision_encoders[i] = VisionEncoder.from_pretrained(specs[i], **kwargs)
-            self.vision_encoders[i].requires_grad_(not frozen)
+            self.vision_encoders[i] = VisionEncoder.from_pretrained(specs[i], **kwargs).set_trainable(not frozen)
         if llm and self.config.text_pretrained:
             self.language_model = AutoModelForCausalLM.from_pretrained(self.config.text_pretrained, **kwargs)
             self.config.text_config = self.language_model.config
@@ -102,10 +101,11 @@ class MofForConditionalGeneration(MofPreTrainedModel, GenerationMixin):
             features = [resample_to_grid(f, enc.spec.grid, target) for f, enc in zip(features, self.vision_encoders)]
         return self.fusion(features)
 
-    def _projector_anchor(self, reference: torch.Tensor) -> torch.Tensor:
-        """A zero that depends on every adapter weight, so that a batch without images still
-        gives the adapters a (zero) gradient and data-parallel ranks stay in step."""
-        return sum((p.sum() for p in self.fusion.parameters() if p.requires_grad), reference.new_zeros(())) * 0.0
+    def _vision_anchor(self, reference: torch.Tensor) -> torch.Tensor:
+        """A zero that depends on every trainable adapter and encoder weight, so that a batch without
+        images still gives them a (zero) gradient and data-parallel ranks stay in step."""
+        params = [p for m in (self.fusion, self.vision_encoders) for p in m.parameters() if p.requires_grad]
+        return sum((p.sum() for p in params), reference.new_zeros(())) * 0.0
 
     def scatter_visual_tokens(self, inputs_embeds, image_mask, image_features):
         n_tokens = int(image_mask.sum())
@@ -139,7 +139,7 @@ class MofForConditionalGeneration(MofPreTrainedModel, GenerationMixin):
             elif image_mask.any() and _is_prefill(kwargs):
                 raise ValueError(f"input_ids hold {int(image_mask.sum())} image tokens but no pixel_values were given")
             elif self.training:
-                inputs_embeds = inputs_embeds + self._projector_anchor(inputs_embeds)
+                inputs_embeds = inputs_embeds + self._vision_anchor(inputs_embeds)
         return self.language_model(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs
         )

@@ -33,16 +33,18 @@ class EncoderFamily:
     image_std: tuple
     interpolates_always: bool = False  # DINOv2 resizes its position embeddings for any input size
     config_overrides: dict = field(default_factory=dict)
+    unused_parameters: tuple = ()  # never reached by patch features (kept frozen, so data parallelism never waits on them)
 
 
 ENCODER_FAMILIES: dict[str, EncoderFamily] = {
     # LLaVA: second-to-last layer, CLS dropped.
     "clip": EncoderFamily("clip_vision_model", lambda c: 1, "post_layernorm", -2, CLIP_MEAN, CLIP_STD),
     # The paper: last block before the final norm, CLS dropped.
-    "dinov2": EncoderFamily("dinov2", lambda c: 1, "layernorm", -1, IMAGENET_MEAN, IMAGENET_STD, interpolates_always=True),
+    "dinov2": EncoderFamily("dinov2", lambda c: 1, "layernorm", -1, IMAGENET_MEAN, IMAGENET_STD, interpolates_always=True,
+                            unused_parameters=("embeddings.mask_token",)),
     "dinov2_reg": EncoderFamily(
         "dinov2_with_registers", lambda c: 1 + c.num_register_tokens, "layernorm", -1, IMAGENET_MEAN, IMAGENET_STD,
-        interpolates_always=True,
+        interpolates_always=True, unused_parameters=("embeddings.mask_token",),
     ),
     # SigLIP has no CLS token; its attention-pooling head is never used.
     "siglip": EncoderFamily(
@@ -194,6 +196,13 @@ class VisionEncoder(nn.Module):
     def from_pretrained(cls, spec: EncoderSpec, **kwargs) -> "VisionEncoder":
         tower = AutoModel.from_pretrained(spec.pretrained, config=spec.build_tower_config(), **kwargs)
         return cls(spec, tower)
+
+    def set_trainable(self, trainable: bool) -> "VisionEncoder":
+        """Train the tower (or not); parameters that patch features never reach stay frozen."""
+        self.requires_grad_(trainable)
+        for name in self.spec.family.unused_parameters:
+            self.tower.get_parameter(name).requires_grad_(False)
+        return self
 
     @property
     def is_frozen(self) -> bool:

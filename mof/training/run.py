@@ -37,18 +37,23 @@ def _accelerator(cfg) -> str:
     return acc
 
 
+def _multirun():
+    """The HydraConfig of a multirun job, or None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get() if HydraConfig.initialized() else None
+    return hc if hc is not None and hc.mode is not None and hc.mode.name == "MULTIRUN" else None
+
+
 def _logger(cfg, run_dir: Path):
     if not cfg.get("logger"):
         return False
     kwargs = {}
-    if "WandbLogger" in cfg.logger.get("_target_", ""):
-        from hydra.core.hydra_config import HydraConfig
-
-        hc = HydraConfig.get() if HydraConfig.initialized() else None
-        if cfg.logger.get("group") is None and hc is not None and hc.mode.name == "MULTIRUN":
-            kwargs["group"] = Path(hc.sweep.dir).name
-        if hc is not None and hc.mode.name == "MULTIRUN":
-            kwargs["name"] = f"{cfg.task_name}-{hc.job.num}"
+    sweep = _multirun()
+    if "WandbLogger" in cfg.logger.get("_target_", "") and sweep is not None:
+        kwargs["name"] = f"{cfg.task_name}-{sweep.job.num}"
+        if cfg.logger.get("group") is None:
+            kwargs["group"] = Path(sweep.sweep.dir).name  # the jobs of one sweep, grouped
     return instantiate(cfg.logger, **kwargs)
 
 
@@ -135,9 +140,7 @@ def train(cfg: DictConfig) -> dict:
 
 def run(cfg: DictConfig):
     """The Hydra entry point's body: in a multirun, a failed job is recorded and the sweep goes on."""
-    from hydra.core.hydra_config import HydraConfig
-
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+    multirun = _multirun() is not None
     try:
         metrics = train(cfg)
     except Exception as e:

@@ -31,7 +31,8 @@ def apply_stage(model, plan: StagePlan) -> nn.Module:
         raise ValueError(f"stage.name: expected one of {STAGES}, got {plan.name!r}")
     model.requires_grad_(False)
     model.fusion.requires_grad_(True)
-    model.vision_encoders.requires_grad_(plan.train_vision)
+    for encoder in model.vision_encoders:
+        encoder.set_trainable(plan.train_vision)
     model.language_model.requires_grad_(plan.train_llm and plan.name != "lora")
     if plan.name == "lora":
         from peft import LoraConfig, get_peft_model
