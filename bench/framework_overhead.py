@@ -21,16 +21,18 @@ SKIP = 5
 
 
 class Timer(pl.Callback):
+    """Times steps SKIP.. by the step counter (batch_idx restarts every epoch)."""
+
     def __init__(self):
         self.t0 = self.t1 = None
         self.samples = 0
 
     def on_train_batch_start(self, trainer, module, batch, idx):
-        if idx == SKIP:
+        if trainer.global_step == SKIP and self.t0 is None:
             self.t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, idx):
-        if idx >= SKIP:
+        if self.t0 is not None:
             self.samples += batch["num_samples"]
             self.t1 = time.perf_counter()
 
@@ -45,15 +47,26 @@ def lightning_run(model, dm, steps, lr) -> float:
     return timer.samples / (timer.t1 - timer.t0)
 
 
+def batches(dm, steps):
+    """`steps` batches from the datamodule's loader, epoch after epoch, as the trainer does."""
+    loader, n, epoch = dm.train_dataloader(), 0, 0
+    while True:
+        loader.batch_sampler.set_epoch(epoch)
+        for batch in loader:
+            if n == steps:
+                return
+            yield batch
+            n += 1
+        epoch += 1
+
+
 def bare_run(model, dm, steps, lr) -> float:
     from mof.training.optim import build_optimizer
 
     model = copy.deepcopy(model).train()
     opt, sched = build_optimizer(model, steps, lr=lr, warmup_ratio=0.0)
     samples, t0 = 0, None
-    for idx, batch in enumerate(dm.train_dataloader()):
-        if idx == steps:
-            break
+    for idx, batch in enumerate(batches(dm, steps)):
         if idx == SKIP:
             t0 = time.perf_counter()
         loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],

@@ -74,22 +74,22 @@ def main():
                                                             "patch_size", "image_size")} | {"mlp_ratio": 4},
             "feature_layer": -2}
     models = {"none": ours}
-    for fusion in ("additive", "interleaved", "concat"):
+    for fusion in ("additive", "interleaved"):
         torch.manual_seed(0)
         models[fusion] = MofForConditionalGeneration.from_llava(copy.deepcopy(llava), extra_encoders=[dino],
-                                                                fusion=fusion if fusion != "concat" else "none").train()
-    torch.manual_seed(0)
-    from mof.model.llava_interop import llava_to_mof_config
-
-    cfg = llava_to_mof_config(llava.config, [dino], "concat")
-    models["concat"] = MofForConditionalGeneration(cfg).train()
+                                                                fusion=fusion).train()
+    concat_config = copy.deepcopy(models["interleaved"].config)
+    concat_config.fusion = "concat"  # a new adapter (wider input); towers and LLM as the others
+    models["concat"] = MofForConditionalGeneration(concat_config).train()
+    shared = {k: v for k, v in models["interleaved"].state_dict().items() if not k.startswith("fusion.")}
+    models["concat"].load_state_dict(shared, strict=False)
     steps, predicted = {}, {}
     llm_flops = flops_per_token_llm(LLM)
     vit_tokens = (224 // 16) ** 2
     vit_flops = 2 * 6 * (4 * VIT["hidden_size"] ** 2 + 2 * VIT["hidden_size"] * VIT["intermediate_size"]) * (vit_tokens + 1)
     for fusion, model in models.items():
         nv = model.num_visual_tokens
-        steps[fusion] = step_fn(model, make_batch(nv, a.batch, [pixels, pixels]))
+        steps[fusion] = step_fn(model, make_batch(nv, a.batch, pixels))  # one tensor: the same pixels for every encoder
         encoders = len(model.vision_encoders)
         # training: 3x forward FLOPs for the trained LLM and adapters, 1x for the frozen towers
         predicted[fusion] = 3 * llm_flops * (nv + TEXT_LEN) + encoders * vit_flops
