@@ -50,9 +50,10 @@ class MofLitModule(pl.LightningModule):
         from .optim import build_optimizer
 
         cfg = dict(self.optimizer_cfg)
+        zero = (getattr(self.trainer.strategy, "config", None) or {}).get("zero_optimization", {})
         optimizer, scheduler = build_optimizer(
             self.model, self.trainer.estimated_stepping_batches, lr=cfg.pop("lr"), **cfg,
-            warmup_ratio=self.scheduler_cfg.get("warmup_ratio", 0.03))
+            warmup_ratio=self.scheduler_cfg.get("warmup_ratio", 0.03), cpu_adam="offload_optimizer" in zero)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint):
