@@ -8,7 +8,7 @@ import math
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .vision_encoders import ENCODER_FAMILIES, EncoderSpec
+from .vision_encoders import EncoderSpec
 
 FUSION_MODES = ("none", "additive", "interleaved", "concat")
 PROJECTOR_TYPES = ("linear", "mlp2x_gelu")
@@ -126,15 +126,10 @@ class MofConfig(PreTrainedConfig):
                     f"MofConfig: the encoders' patch grids differ ({names}); choose image sizes that give the same grid "
                     "or set resample=true to resize every grid to the first encoder's"
                 )
-        vocab = getattr(self.text_config, "vocab_size", None)
-        if vocab is not None and self.image_token_id < 0:
+        if self.image_token_id < 0:
             raise ValueError(f"MofConfig.image_token_id: expected a non-negative id, got {self.image_token_id}")
 
     def to_dict(self):
         output = super().to_dict()
         output["vision_encoders"] = copy.deepcopy(self.vision_encoders)
         return output
-
-
-def known_encoder_types() -> list[str]:
-    return sorted(ENCODER_FAMILIES)
