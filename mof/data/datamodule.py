@@ -79,6 +79,7 @@ class MofDataModule(pl.LightningDataModule):
         self.dataset = ConversationDataset(
             self.sources, self.tokenizer, self.template, self.image_processor, self.model_config.image_token_id,
             self.model_config.num_visual_tokens, self.max_length, self.allow_outside_root, self.seed)
+        self.lengths = self.dataset.modality_lengths()  # once: every loader's sampler groups by them
         if len(self.dataset) == 0:
             raise ValueError(f"data: no usable records in {[s.path for s in self.sources]} (skipped: {dict(self.dataset.read_skipped)})")
         self.check_label_masking()
@@ -110,7 +111,7 @@ class MofDataModule(pl.LightningDataModule):
 
     def train_dataloader(self):
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        sampler = ModalityGroupedBatchSampler(self.dataset.modality_lengths(), self.batch_size, self.seed,
+        sampler = ModalityGroupedBatchSampler(self.lengths, self.batch_size, self.seed,
                                               group_by_modality=self.group_by_modality, num_replicas=world, rank=rank)
         if self._resume is not None:
             # Kept for every loader built from now on: DeepSpeed builds one to count steps before the

@@ -28,6 +28,7 @@ class ModalityGroupedBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.megabatch_mult = megabatch_mult
         self.epoch = 0
+        self._cache: tuple[int, list] | None = None  # (epoch, batches): len() and iter() share one shuffle
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches of this rank already consumed)
 
     def set_epoch(self, epoch: int) -> None:
@@ -62,12 +63,15 @@ class ModalityGroupedBatchSampler(Sampler[list[int]]):
 
     def batches(self) -> list[list[int]]:
         """This rank's batches for the current epoch (before `skip`)."""
+        if self._cache is not None and self._cache[0] == self.epoch:
+            return self._cache[1]
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         out = []
         for batch in self._global_batches(g):
             if len(batch) < self.batch_size * self.num_replicas and self.num_replicas > 1:
                 batch = (batch * math.ceil(self.batch_size * self.num_replicas / len(batch)))[: self.batch_size * self.num_replicas]
             out.append(batch[self.rank * self.batch_size:(self.rank + 1) * self.batch_size])
+        self._cache = (self.epoch, out)
         return out
 
     def __iter__(self):

@@ -86,7 +86,8 @@ def train(cfg: DictConfig) -> dict:
     checkpoint = pl.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False, save_last=True,
         every_n_train_steps=ck.every_n_train_steps, save_top_k=ck.save_top_k, monitor=ck.monitor, mode="min")
-    callbacks = [checkpoint, ThroughputMonitor(), GradNormMonitor(), SkippedSamples()]
+    skipped = SkippedSamples()
+    callbacks = [checkpoint, ThroughputMonitor(), GradNormMonitor(), skipped]
     if cfg.get("stop_at_step"):
         callbacks.append(StopAtStep(int(cfg.stop_at_step)))
     if cfg.strategy.name.startswith("deepspeed"):
@@ -114,7 +115,7 @@ def train(cfg: DictConfig) -> dict:
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume(cfg.resume, run_dir))
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
-    metrics["data/skipped_total"] = float(sum(callbacks[3].counts.values()))
+    metrics["data/skipped_total"] = float(sum(skipped.counts.values()))
     if cfg.get("stop_at_step") and trainer.global_step < trainer.max_steps:
         return metrics  # an interrupted chunk: no export yet
     if cfg.export or cfg.evaluate_after:
