@@ -66,9 +66,9 @@ def tiny_setup(pairs_per_pattern: int, num_workers: int = 0, batch_size: int = 1
     from mof.data import MofDataModule, load_tokenizer
     from mof.data.synthetic import generate
 
-    data = generate(tempfile.mkdtemp() + "/syn", pairs_per_pattern=pairs_per_pattern, benchmark_pairs_per_pattern=1)
+    data = generate(tempfile.mkdtemp() + "/syn/train", pairs_per_pattern=pairs_per_pattern)
     config = tiny_config(vocab_size=544)
-    dm = MofDataModule([{"path": str(data / "train/instruct.json"), "image_root": str(data / "train/images")}],
+    dm = MofDataModule([{"path": str(data / "instruct.json"), "image_root": str(data / "images")}],
                        batch_size=batch_size, num_workers=num_workers).bind(config, load_tokenizer())
     dm.setup()
     return config, dm, data

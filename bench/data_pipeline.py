@@ -46,7 +46,7 @@ def main():
     n = min(a.samples, len(dm.dataset))
     collate = Collator(tok.pad_token_id)
     records = [r for r, _ in dm.dataset.records[:n]]
-    root = data / "train" / "images"
+    root = data / "images"
 
     def ours():
         for s in range(0, n, 16):

@@ -14,10 +14,10 @@ from common import median, record, table
 
 from mof import MofForConditionalGeneration, tiny_config
 from mof.data import MofImageProcessor, load_tokenizer
-from mof.data.synthetic import generate
 from mof.evaluation.generation import answer
 from mof.evaluation.loading import Loaded
-from mof.evaluation.mmvp import load_mmvp
+from mof.evaluation.benchmarks.mmvp import load_mmvp
+from mof.evaluation.benchmarks.synthetic import synthetic_benchmark_root
 
 
 def main():
@@ -25,7 +25,7 @@ def main():
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--rounds", type=int, default=3)
     a = p.parse_args()
-    root = generate(tempfile.mkdtemp() + "/syn", pairs_per_pattern=1, benchmark_pairs_per_pattern=4) / "benchmark"
+    root = synthetic_benchmark_root(tempfile.mkdtemp(), pairs_per_pattern=4)
     questions, _ = load_mmvp(root)
     torch.manual_seed(0)
     config = tiny_config(vocab_size=544)

@@ -30,7 +30,7 @@ def model_flops_per_step(model, batch: int, seq: int) -> float:
     n_adapter = sum(p.numel() for p in model.fusion.parameters())
     tokens = batch * seq
     llm = 6 * n_llm * tokens + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq * tokens
-    adapters = 6 * n_adapter * batch * model.config.tokens_per_encoder
+    adapters = 6 * n_adapter * batch * model.config.encoder_specs[0].num_tokens
     vision = sum(2 * sum(p.numel() for p in enc.parameters()) * (enc.spec.num_tokens + enc.num_prefix_tokens) * batch
                  for enc in model.vision_encoders)
     return llm + adapters + vision

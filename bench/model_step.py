@@ -79,7 +79,7 @@ def main():
         models[fusion] = MofForConditionalGeneration.from_llava(copy.deepcopy(llava), extra_encoders=[dino],
                                                                 fusion=fusion).train()
     concat_config = copy.deepcopy(models["interleaved"].config)
-    concat_config.fusion = "concat"  # a new adapter (wider input); towers and LLM as the others
+    concat_config.fusion = {"type": "concat"}  # a new adapter (wider input); towers and LLM as the others
     models["concat"] = MofForConditionalGeneration(concat_config).train()
     shared = {k: v for k, v in models["interleaved"].state_dict().items() if not k.startswith("fusion.")}
     models["concat"].load_state_dict(shared, strict=False)

@@ -18,6 +18,10 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from .build.stages import LLM_LINEAR_TARGETS
+from .model import MofForConditionalGeneration
+from .training.from_config import model_config_from, stage_plan
+
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 GiB = 1024**3
 
@@ -31,9 +35,6 @@ def lora_parameters(model, targets, r: int) -> int:
 
 
 def count(cfg) -> list[tuple[str, int, int]]:
-    from .model import MofForConditionalGeneration
-    from .training.build import model_config_from, stage_plan
-    from .training.stages import LLM_LINEAR_TARGETS
 
     config = model_config_from(cfg)
     with torch.device("meta"):

@@ -31,7 +31,9 @@ def tiny_llava(tmp_path):
 def data_dir(tmp_path_factory):
     """Small synthetic data shared by the training and evaluation tests (generated once)."""
     from mof.data.synthetic import generate
+    from mof.evaluation.benchmarks.synthetic import synthetic_benchmark_root
 
     d = tmp_path_factory.mktemp("data")
-    generate(d / "synthetic", pairs_per_pattern=4, benchmark_pairs_per_pattern=2)
+    generate(d / "synthetic" / "train", pairs_per_pattern=4)
+    synthetic_benchmark_root(d, pairs_per_pattern=2)
     return d

@@ -14,7 +14,10 @@ from omegaconf import open_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = str(ROOT / "conf")
-SMALL_DATA = ["data.synthetic.pairs_per_pattern=4", "data.synthetic.benchmark_pairs_per_pattern=2"]
+SMALL_DATA = ["data.synthetic.pairs_per_pattern=4", "synthetic_benchmark.pairs_per_pattern=2"]
+# The synthetic questions alone (no captions), as a dataset list.
+QUESTIONS_ONLY = ("data.sources=[{path:${paths.data_dir}/synthetic/train/instruct.json,"
+                  "image_root:${paths.data_dir}/synthetic/train/images}]")
 FAST = ["logger=none", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "data.num_workers=0",
         "data.batch_size=4", "trainer.log_every_n_steps=1", *SMALL_DATA]
 

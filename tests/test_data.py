@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from mof import tiny_config
-from mof.data import IGNORE_INDEX, ConversationError, LabelMaskingError, MofDataModule, get_template, load_tokenizer
+from mof.data import IGNORE_INDEX, ConversationError, DataCheckError, MofDataModule, get_template, load_tokenizer
 from mof.data.collate import Collator
 from mof.data.conversation import normalize_turns
 from mof.data.images import ImageError, MofImageProcessor, load_image, to_rgb
@@ -161,7 +161,7 @@ def test_fully_masked_guard_refuses_to_train(tmp_path, tok):
     make_image(tmp_path / "a.png")
     records = [{"id": i, "image": "a.png", "conversations": conv(("Q " * 60, "A."))} for i in range(10)]
     dm = datamodule(tmp_path, records, tok, max_length=160, fusion="none")  # the question pushes every answer out
-    with pytest.raises(LabelMaskingError, match=r"10 of 10 checked samples .*vicuna_v1"):
+    with pytest.raises(DataCheckError, match=r"10 of 10 checked samples .*vicuna_v1"):
         dm.setup()
 
 
@@ -241,8 +241,12 @@ def test_dataset_mixing_weights(tmp_path, tok):
 
 
 def test_synthetic_data_is_deterministic_and_covers_nine_patterns(tmp_path):
-    a = generate(tmp_path / "a", pairs_per_pattern=2, benchmark_pairs_per_pattern=1, seed=3)
-    b = generate(tmp_path / "b", pairs_per_pattern=2, benchmark_pairs_per_pattern=1, seed=3)
+    from mof.evaluation.benchmarks.synthetic import synthetic_benchmark_root
+
+    a = generate(tmp_path / "a" / "synthetic" / "train", pairs_per_pattern=2, seed=3).parent
+    b = generate(tmp_path / "b" / "synthetic" / "train", pairs_per_pattern=2, seed=3).parent
+    for d in (a, b):
+        synthetic_benchmark_root(d.parent, pairs_per_pattern=1, seed=3)
     assert (a / "benchmark/Questions.csv").read_text() == (b / "benchmark/Questions.csv").read_text()
     assert (a / "train/instruct.json").read_text() == (b / "train/instruct.json").read_text()
     assert (a / "train/images/000005.png").read_bytes() == (b / "train/images/000005.png").read_bytes()

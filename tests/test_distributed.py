@@ -6,14 +6,14 @@ import json
 import pytest
 import torch
 
-from helpers import FAST, run_script
-from mof.export import load_training_checkpoint
+from helpers import FAST, QUESTIONS_ONLY, run_script
+from mof.build import load_training_checkpoint
 
 pytestmark = pytest.mark.slow
 
 # Questions only: every sample supervises the same number of tokens, so the mean of the ranks'
 # losses is the global batch's loss and the runs are comparable step by step.
-COMMON = [*FAST, "logger=csv", "evaluate_after=null", "stage.synthetic_weights.captions=0", "trainer.max_steps=6",
+COMMON = [*FAST, "logger=csv", "evaluate_after=null", QUESTIONS_ONLY, "trainer.max_steps=6",
           "checkpoint.every_n_train_steps=3", "trainer.deterministic=true"]
 
 
@@ -103,7 +103,7 @@ def test_checkpoint_on_all_ranks_and_resume(tmp_path, data_dir, uninterrupted, s
 
 
 def test_zero3_frozen_towers_stay_out_of_optimizer_and_checkpoint(tmp_path, data_dir):
-    train(tmp_path, data_dir, *two_procs("deepspeed_zero3"), "stage=pretrain", "stage.synthetic_weights.captions=1",
+    train(tmp_path, data_dir, *two_procs("deepspeed_zero3"), "stage=pretrain",
           "trainer.max_steps=2")
     ranks = [json.loads((tmp_path / f"zero_rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["trainable_total"] == 49_664  # the adapters only

@@ -8,8 +8,8 @@ from PIL import Image
 from helpers import compose_cfg, run_script
 from mof import MofForConditionalGeneration, tiny_config
 from mof.data import MofImageProcessor, load_tokenizer
-from mof.evaluation.mmvp import BenchmarkFormatError, load_mmvp
-from mof.evaluation.mmvp_vlm import evaluate_vlm
+from mof.evaluation.benchmarks.mmvp import BenchmarkFormatError, load_mmvp
+from mof.evaluation.benchmarks.mmvp_vlm import evaluate_vlm
 from mof.evaluation.report import main as report_main
 from mof.evaluation.report import pearson
 from mof.evaluation.run import rescore
@@ -136,8 +136,8 @@ def test_evaluate_cli_synthetic_default_and_lightning_checkpoint(tmp_path, data_
     train(train_cfg(tmp_path / "train", data_dir, ["trainer.max_steps=2", "export=false"]))
     ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
     proc = run_script(["evaluate.py", f"checkpoint={ckpt}", f"paths.data_dir={data_dir}",
-                       "benchmark.synthetic.pairs_per_pattern=4",
-                       "benchmark.synthetic.benchmark_pairs_per_pattern=2", f"hydra.run.dir={tmp_path / 'ev'}"])
+                       "benchmark.synthetic.pairs_per_pattern=2",
+f"hydra.run.dir={tmp_path / 'ev'}"])
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert results["benchmark"] == "synthetic" and results["num_pairs"] == 18 and len(results["per_pattern"]) == 9
     assert (tmp_path / "ev" / "per_pattern.png").stat().st_size > 1000
@@ -199,7 +199,7 @@ def test_mmvp_vlm_with_tiny_random_clip(tmp_path):
 
 
 def test_mmvp_vlm_accepts_original_folder_name(tmp_path):
-    from mof.evaluation.mmvp_vlm import load_vlm_questions
+    from mof.evaluation.benchmarks.mmvp_vlm import load_vlm_questions
 
     root = write_vlm(tmp_path / "vlm", 1)
     (root / "MMVP_VLM_Images").rename(root / "MLLM_VLM Images")

@@ -5,7 +5,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, CLIPVisionMode
 
 import mof  # noqa: F401  (registers the Auto classes)
 from mof import MofConfig, MofForConditionalGeneration, paper_config, tiny_config
-from mof.model.fusion import InterleavedFusion
+from mof.model.fusion.interleaved import InterleavedFusion, InterleavedOptions
 from mof.model.vision_encoders import EncoderSpec, VisionEncoder
 from mof.model.weights import WeightsNotFoundError
 
@@ -48,7 +48,8 @@ def test_paper_token_counts_from_config_alone(fusion, size, tokens):
 
 
 def test_interleave_order_is_patch_by_patch():
-    fusion = InterleavedFusion([nn.Identity(), nn.Identity()])
+    fusion = InterleavedFusion(tiny_config().encoder_specs, 64, InterleavedOptions(), "linear")
+    fusion.projectors = nn.ModuleList([nn.Identity(), nn.Identity()])
     clip = torch.arange(6.0).view(1, 3, 2)  # tokens c0 c1 c2
     dino = 100 + torch.arange(6.0).view(1, 3, 2)
     out = fusion([clip, dino])
@@ -90,7 +91,7 @@ def test_additive_after_projector_mixes_unequal_widths():
     config.vision_encoders[1]["config"]["hidden_size"] = 96
     with pytest.raises(ValueError, match="widths differ"):
         config.validate()
-    config.mix_after_projector = True
+    config.fusion["after_projector"] = True
     model = MofForConditionalGeneration(config)
     assert len(model.fusion.projectors) == 2
     ids, pixels = batch(config)
@@ -223,7 +224,7 @@ def test_resample_aligns_different_patch_sizes():
     config.vision_encoders[1]["config"]["patch_size"] = 16  # 4x4 grid against CLIP's 8x8
     with pytest.raises(ValueError, match=r"clip 8x8.*dinov2 4x4"):
         config.validate()
-    config.resample = True
+    config.fusion["resample"] = True
     config.validate()
     model = MofForConditionalGeneration(config)
     ids, pixels = batch(config)
@@ -231,10 +232,13 @@ def test_resample_aligns_different_patch_sizes():
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"fusion": "sum"}, "fusion: expected one of"),
-    ({"projector_type": "mlp3x"}, "projector_type"),
-    ({"alpha": 1.5, "fusion": "additive"}, "alpha"),
-    ({"mix_weights": [0.5, 0.6], "fusion": "additive"}, "summing to 1"),
+    ({"fusion": "sum"}, "unknown fusion type 'sum'; known: none, additive, interleaved, concat, sva"),
+    ({"fusion": {"type": "interleaved", "alpha": 0.5}}, r"no option\(s\) \['alpha'\]; its options are \['resample'\]"),
+    ({"projector_type": "mlp3x"}, "unknown projector 'mlp3x'; known: linear, mlp2x_gelu, fused_gelu_mlp"),
+    ({"alpha": 1.5, "fusion": "additive"}, "alpha"),  # the flat keys of configs saved before the fusion section
+    ({"fusion": {"type": "additive", "alpha": 1.5}}, "fusion.alpha"),
+    ({"fusion": {"type": "additive", "mix_weights": [0.5, 0.6]}}, "summing to 1"),
+    ({"fusion": {"type": "sva", "grid": 3}}, "3 does not divide encoder clip's 8x8"),
 ])
 def test_bad_configs_raise_clear_errors(change, message):
     with pytest.raises(ValueError, match=message):

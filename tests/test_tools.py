@@ -6,7 +6,7 @@ import pytest
 
 from helpers import ROOT, SMALL_DATA, compose_cfg, run_script
 from mof.estimate import count, model_state_bytes, report
-from mof.training.build import model_config_from
+from mof.training.from_config import model_config_from
 
 
 def test_estimate_counts_and_memory(tmp_path, data_dir):
@@ -27,7 +27,7 @@ def test_estimate_counts_and_memory(tmp_path, data_dir):
 
 
 def test_data_check_writes_report(tmp_path, data_dir):
-    proc = run_script(["-m", "mof.data.check", f"paths.data_dir={data_dir}", *SMALL_DATA, f"hydra.run.dir={tmp_path}"])
+    proc = run_script(["-m", "mof.training.data_check", f"paths.data_dir={data_dir}", *SMALL_DATA, f"hydra.run.dir={tmp_path}"])
     report_ = json.loads((tmp_path / "report.json").read_text())
     assert report_["total"] == report_["valid"] == 144 and report_["skipped"] == {} and report_["fully_masked"] == 0
     assert report_["token_length"]["p50"] > 128  # 128 visual tokens (interleaved) + text

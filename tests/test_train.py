@@ -1,4 +1,6 @@
+import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,23 +14,23 @@ from safetensors.torch import load_file
 
 from helpers import FAST, ROOT, run_script, train_cfg
 from mof import MofForConditionalGeneration
-from mof.training.build import ConfigError
+from mof.build import ConfigError
 from mof.training.checkpointing import AtomicCheckpointIO
 from mof.training.module import NonFiniteLossError
 from mof.training.run import train
 
 
 def ckpt_state(run_dir: Path, name="last.ckpt") -> dict:
-    return torch.load(run_dir / "checkpoints" / name, map_location="cpu", weights_only=False)
+    return torch.load(run_dir / "checkpoints" / name, map_location="cpu", weights_only=True)
 
 
-@pytest.mark.parametrize("fusion", ["none", "additive", "interleaved", "concat"])
+@pytest.mark.parametrize("fusion", ["none", "additive", "interleaved", "concat", "sva"])
 def test_every_fusion_mode_trains_and_exports(tmp_path, data_dir, fusion):
     cfg = train_cfg(tmp_path, data_dir, [f"mof={fusion}", "trainer.max_steps=3"])
     metrics = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
     model = MofForConditionalGeneration.from_pretrained(tmp_path / "export")
-    assert model.config.fusion == fusion
+    assert model.config.fusion["type"] == fusion
     assert (tmp_path / "export" / "tokenizer.json").exists()
     assert (tmp_path / "export" / "preprocessor_config.json").exists()
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
@@ -39,7 +41,8 @@ def test_additive_alpha_reaches_the_model(tmp_path, data_dir):
     cfg = train_cfg(tmp_path, data_dir, ["mof=additive", "mof.alpha=0.25", "trainer.max_steps=1"])
     train(cfg)
     config = json.loads((tmp_path / "export" / "config.json").read_text())
-    assert config["alpha"] == 0.25 and config["fusion"] == "additive"
+    assert config["fusion"] == {"type": "additive", "alpha": 0.25, "mix_weights": None, "after_projector": False,
+                                "resample": False}
 
 
 def _weights(module_state: dict, prefix: str) -> dict:
@@ -66,9 +69,9 @@ def test_stage1_to_stage2_hand_over(tmp_path, data_dir):
     stage2 = tmp_path / "stage2"
     cfg = train_cfg(stage2, data_dir, ["stage=finetune", f"model.projector_from={stage1}", "trainer.max_steps=1",
                                       "export=false"])
-    from mof.training.build import build_model
+    from mof.training.from_config import build_model_from_cfg
 
-    model = build_model(cfg)
+    model = build_model_from_cfg(cfg)
     s1 = load_file(str(stage1 / "export" / "model.safetensors"))
     for k, v in model.fusion.state_dict().items():
         assert torch.equal(v, s1[f"fusion.{k}"])
@@ -87,7 +90,7 @@ def test_lora_stage_exports_adapter_and_merged_model(tmp_path, data_dir):
     adapter = tmp_path / "export" / "lora_adapter"
     assert (adapter / "adapter_model.safetensors").exists()
     # logits of the LoRA model (rebuilt from its checkpoint) equal those of the merged export
-    from mof.export import rebuild_from_checkpoint
+    from mof.build import rebuild_from_checkpoint
 
     lora_model, *_ = rebuild_from_checkpoint(tmp_path)
     merged = MofForConditionalGeneration.from_pretrained(tmp_path / "export").eval()
@@ -183,15 +186,15 @@ def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path,
 
 def test_export_cli_from_checkpoint_matches_training_export(tmp_path, data_dir):
     train(train_cfg(tmp_path, data_dir, ["trainer.max_steps=2"]))
-    run_script(["-m", "mof.export", str(tmp_path / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "again")])
+    run_script(["-m", "mof.build.export", str(tmp_path / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "again")])
     a = load_file(str(tmp_path / "export" / "model.safetensors"))
     b = load_file(str(tmp_path / "again" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("override,key", [
-    ("mof.fusion=sum", "mof.fusion"),
-    ("mof.alpha=1.5", "mof.alpha"),
+    ("mof.type=sum", "mof.type"),
+    ("mof=additive mof.alpha=1.5", "mof.alpha"),
     ("stage.optimizer.lr=-1", "stage.optimizer.lr"),
     ("data.batch_size=0", "data.batch_size"),
     ("resume=/no/such.ckpt", "resume"),
@@ -199,11 +202,11 @@ def test_export_cli_from_checkpoint_matches_training_export(tmp_path, data_dir):
 ])
 def test_config_errors_name_the_key(tmp_path, data_dir, override, key):
     with pytest.raises(ConfigError, match=rf"^{key}: expected"):
-        train(train_cfg(tmp_path, data_dir, [override]))
+        train(train_cfg(tmp_path, data_dir, override.split()))
 
 
 def test_config_error_is_one_line_before_weights_load(tmp_path):
-    proc = run_script(["train.py", "mof.alpha=3", f"hydra.run.dir={tmp_path}", "logger=none"], check=False)
+    proc = run_script(["train.py", "mof=additive", "mof.alpha=3", f"hydra.run.dir={tmp_path}", "logger=none"], check=False)
     assert proc.returncode != 0
     assert "mof.alpha: expected a number in [0, 1], got 3" in proc.stderr
 
@@ -217,7 +220,7 @@ def test_missing_real_weights_fail_fast_with_guidance(tmp_path, data_dir):
 
 def test_print_config(tmp_path):
     proc = run_script(["train.py", "--cfg", "job", "mof=additive", f"hydra.run.dir={tmp_path}"])
-    assert "fusion: additive" in proc.stdout and "stage:" in proc.stdout
+    assert "type: additive" in proc.stdout and "stage:" in proc.stdout
 
 
 @pytest.mark.slow
@@ -230,7 +233,7 @@ def test_sweep_runs_one_job_per_value_and_survives_a_failed_job(tmp_path, data_d
     exports = [j for j in jobs if (j / "export" / "config.json").exists()]
     failed = [j for j in jobs if (j / "error.txt").exists()]
     assert len(exports) == 2 and len(failed) == 2, proc.stdout[-2000:]
-    alphas = sorted(json.loads((j / "export" / "config.json").read_text())["alpha"] for j in exports)
+    alphas = sorted(json.loads((j / "export" / "config.json").read_text())["fusion"]["alpha"] for j in exports)
     assert alphas == [0.0, 1.0]
     assert "stage.optimizer.lr" in (failed[0] / "error.txt").read_text()
 
@@ -239,7 +242,7 @@ def test_default_training_config_is_the_documented_default(tmp_path, data_dir):
     from helpers import compose_cfg
 
     cfg = compose_cfg("train", tmp_path, data_dir)
-    assert cfg.model.config._target_.endswith("tiny_config") and cfg.mof.fusion == "interleaved"
+    assert cfg.model.config._target_.endswith("tiny_config") and cfg.mof.type == "interleaved"
     assert cfg.data._target_ == "mof.data.MofDataModule" and cfg.logger.offline is True
     assert cfg.evaluate_after == "synthetic"
 
@@ -261,3 +264,20 @@ def test_wandb_logger_records_offline_by_default(tmp_path, data_dir, monkeypatch
     train(cfg)
     runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert runs and runs[0].stat().st_size > 0
+
+
+def test_logged_learning_rate_follows_warmup_then_cosine(tmp_path, data_dir):
+    steps, warmup_ratio, lr = 10, 0.2, 2e-3
+    cfg = train_cfg(tmp_path, data_dir, ["logger=csv", f"trainer.max_steps={steps}", "export=false",
+                                         f"stage.scheduler.warmup_ratio={warmup_ratio}", f"stage.optimizer.lr={lr}"])
+    train(cfg)
+    rows = list(csv.DictReader(open(next((tmp_path / "csv").rglob("metrics.csv")))))
+    column = next(c for c in rows[0] if c.startswith("lr-") and "adapter" in c)
+    logged = [float(r[column]) for r in rows if r.get(column)]
+    warmup = math.ceil(warmup_ratio * steps)
+    expected = [lr * s / warmup if s < warmup else lr * 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup)))
+                for s in range(steps)]
+    assert len(logged) == steps
+    for got, want in zip(logged, expected):
+        assert math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-12), (logged, expected)
+    assert max(logged) == pytest.approx(lr)

@@ -10,9 +10,8 @@ from .conversation import IGNORE_INDEX
 
 
 class Collator:
-    def __init__(self, pad_token_id: int, padding_side: str = "right"):
+    def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
-        self.padding_side = padding_side
 
     def __call__(self, items: list[dict]) -> dict:
         good = [x for x in items if "skip" not in x]
@@ -27,10 +26,9 @@ class Collator:
         mask = torch.zeros((len(good), length), dtype=torch.long)
         for row, x in enumerate(good):
             n = len(x["input_ids"])
-            span = slice(length - n, length) if self.padding_side == "left" else slice(0, n)
-            ids[row, span] = x["input_ids"]
-            labels[row, span] = x["labels"]
-            mask[row, span] = 1
+            ids[row, :n] = x["input_ids"]
+            labels[row, :n] = x["labels"]
+            mask[row, :n] = 1
         batch.update(input_ids=ids, labels=labels, attention_mask=mask)
         with_image = [x["pixel_values"] for x in good if x.get("pixel_values") is not None]
         if with_image:

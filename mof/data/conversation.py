@@ -12,15 +12,9 @@ from dataclasses import dataclass
 
 IGNORE_INDEX = -100
 IMAGE_PLACEHOLDER = "<image>"
-MCQ_SUFFIX = "Answer with the option's letter from the given choices directly."
 VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
                  "The assistant gives helpful, detailed, and polite answers to the user's questions.")
 ROLES = {"human": "user", "gpt": "assistant", "user": "user", "assistant": "assistant"}
-
-
-def format_mcq_prompt(question: str, options: str, suffix: str | None = MCQ_SUFFIX) -> str:
-    """MMVP / LLaVA-1.5 multiple-choice prompt: question, options, instruction."""
-    return f"{question}\n{options}" + (f"\n{suffix}" if suffix else "")
 
 
 class ConversationError(ValueError):
@@ -72,16 +66,16 @@ def normalize_turns(conversations, has_image: bool) -> list[tuple[str, str]]:
 class Template:
     name = ""
 
-    def segments(self, turns, tokenizer, generation_prompt: bool):
-        """Yield `(text | [ids], supervised)`; with `generation_prompt`, `turns` ends with a user turn
-        and the segments end where the assistant's answer begins."""
+    def segments(self, turns, tokenizer):
+        """Yield `(text | [ids], supervised)`. When `turns` ends with a user turn (a generation prompt), the
+        segments end where the assistant's answer begins."""
         raise NotImplementedError
 
     def encode(self, turns, tokenizer, image_token_id: int, num_image_tokens: int) -> Encoded:
-        return _tokenize(self.segments(turns, tokenizer, False), tokenizer, image_token_id, num_image_tokens)
+        return _tokenize(self.segments(turns, tokenizer), tokenizer, image_token_id, num_image_tokens)
 
     def encode_prompt(self, turns, tokenizer, image_token_id: int, num_image_tokens: int) -> list[int]:
-        return _tokenize(self.segments(turns, tokenizer, True), tokenizer, image_token_id, num_image_tokens).input_ids
+        return _tokenize(self.segments(turns, tokenizer), tokenizer, image_token_id, num_image_tokens).input_ids
 
 
 def _tokenize(segments, tokenizer, image_token_id: int, num_image_tokens: int) -> Encoded:
@@ -111,7 +105,7 @@ class PlainTemplate(Template):
 
     name = "plain"
 
-    def segments(self, turns, tokenizer, generation_prompt):
+    def segments(self, turns, tokenizer):
         if (bos := _bos(tokenizer)) is not None:
             yield bos
         for role, text in turns:
@@ -130,7 +124,7 @@ class VicunaV1Template(Template):
     def __init__(self, system: str = VICUNA_SYSTEM):
         self.system = system
 
-    def segments(self, turns, tokenizer, generation_prompt):
+    def segments(self, turns, tokenizer):
         if (bos := _bos(tokenizer)) is not None:
             yield bos
         yield self.system + " ", False
@@ -155,7 +149,7 @@ class ChatTemplate(Template):
     def _render(self, tokenizer, messages, add_generation_prompt):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
-    def segments(self, turns, tokenizer, generation_prompt):
+    def segments(self, turns, tokenizer):
         if getattr(tokenizer, "chat_template", None) is None:
             raise ValueError("template 'chat_template': the tokenizer has no chat template")
         messages = [{"role": "system", "content": self.system}] if self.system else []

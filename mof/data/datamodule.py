@@ -14,30 +14,36 @@ from .dataset import ConversationDataset
 from .images import MofImageProcessor
 from .records import Source
 from .sampler import ModalityGroupedBatchSampler
+from .synthetic import generate, sources as synthetic_sources
 
 
-class LabelMaskingError(RuntimeError):
-    pass
+class DataCheckError(RuntimeError):
+    """The data would train on (almost) nothing; raised before any weight loads."""
 
 
 class MofDataModule(pl.LightningDataModule):
     """Args:
-        sources: datasets to mix, each `{path, image_root, weight}`.
+        sources: datasets to mix, each `{path, image_root, weight}`; none with `synthetic`: the synthetic
+            captions, and its questions unless the template is `plain`.
         template: `plain`, `vicuna_v1` or `chat_template`.
         max_length: tokens per sample, visual tokens included (interleaving doubles them).
         image_mode: `pad` or `resize`; share_first: every encoder gets the first encoder's pixels.
         mask_check_samples: how many records the start-up label check encodes;
         max_fully_masked_fraction: above it, training refuses to start.
-        synthetic: arguments of `mof.data.synthetic.generate`, to create the data on first use.
+        synthetic: arguments of `mof.data.synthetic.generate` (`out`, ...), to create the data on first use.
     """
 
-    def __init__(self, sources: list, template: str = "vicuna_v1", batch_size: int = 8, num_workers: int = 2,
+    def __init__(self, sources: list | None = None, template: str = "vicuna_v1", batch_size: int = 8, num_workers: int = 2,
                  max_length: int = 2048, seed: int = 0, group_by_modality: bool = True, image_mode: str = "pad",
                  share_first: bool = False, allow_outside_root: bool = False, mask_check_samples: int = 2000,
                  max_fully_masked_fraction: float = 0.01, synthetic: dict | None = None,
                  system_prompt: str | None = None, max_image_pixels: int = 50_000_000):
         super().__init__()
-        self.sources = [Source(**dict(s)) for s in sources]
+        self.synthetic = dict(synthetic) if synthetic else None
+        if not sources and not self.synthetic:
+            raise ValueError("data.sources: expected at least one dataset {path, image_root, weight}")
+        self.sources = ([Source(**dict(s)) for s in sources] if sources
+                        else synthetic_sources(self.synthetic["out"], template))
         self.template_name = template
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -49,7 +55,6 @@ class MofDataModule(pl.LightningDataModule):
         self.allow_outside_root = allow_outside_root
         self.mask_check_samples = mask_check_samples
         self.max_fully_masked_fraction = max_fully_masked_fraction
-        self.synthetic = dict(synthetic) if synthetic else None
         self.system_prompt = system_prompt
         self.max_image_pixels = max_image_pixels
         self.dataset = None
@@ -68,8 +73,6 @@ class MofDataModule(pl.LightningDataModule):
 
     def prepare_data(self):
         if self.synthetic:
-            from .synthetic import generate
-
             generate(**self.synthetic)
 
     def setup(self, stage: str | None = None):
@@ -101,7 +104,7 @@ class MofDataModule(pl.LightningDataModule):
         fraction = masked / max(1, counts["checked"])
         if fraction > self.max_fully_masked_fraction:
             record, _ = self.dataset.records[example]
-            raise LabelMaskingError(
+            raise DataCheckError(
                 f"{masked} of {counts['checked']} checked samples ({fraction:.1%}) have no supervised token with "
                 f"template {self.template_name!r}, tokenizer {self.tokenizer.name_or_path!r} and max_length {self.max_length}: "
                 f"the template does not fit this tokenizer or data, or max_length cuts every answer. "

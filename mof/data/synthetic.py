@@ -1,8 +1,8 @@
 """Synthetic visual-pattern pairs covering MMVP's nine patterns, drawn with PIL.
 
 Each pair: two images that differ only in the asked attribute, one question, opposite answers.
-Written to disk as LLaVA-format training files (captions for stage 1, questions for stage 2) and a
-held-out benchmark in MMVP's folder layout (`Questions.csv` + `MMVP Images/`) with a `Pattern` column.
+Written to disk as LLaVA-format training files (captions for stage 1, questions for stage 2). The held-out
+benchmark drawn from another seed stream is written by `mof.evaluation.benchmarks.synthetic`.
 
     python -m mof.data.synthetic --out DIR [--pairs-per-pattern 150] [--seed 0]
 """
@@ -22,12 +22,15 @@ from typing import Callable
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .conversation import format_mcq_prompt
+from .records import Source
 
 COLORS = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (40, 170, 60), "yellow": (235, 200, 30),
           "purple": (140, 60, 180), "orange": (240, 130, 30), "black": (20, 20, 20)}
 SHAPES = ("circle", "square", "triangle")
 CAPTION_PROMPT = "Describe the image briefly."  # `plain` (stage 1) drops it; stage 2 tells captions from questions by it
+# The questions' instruction: LLaVA-1.5's multiple-choice prompt, which evaluation appends too (a test keeps them equal).
+ANSWER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+BENCHMARK_SEED_OFFSET = 1_000_003  # the held-out benchmark's seed stream never shares a scene with training
 
 
 @dataclass
@@ -229,7 +232,7 @@ def write_training_set(out: Path, pairs_per_pattern: int, seed: int, size: int, 
                              "conversations": [{"from": "human", "value": "<image>\n" + CAPTION_PROMPT},
                                                {"from": "gpt", "value": caption}]})
             questions.append({"id": f"qa-{n}", "image": name, "pattern": pattern.name, "conversations": [
-                {"from": "human", "value": "<image>\n" + format_mcq_prompt(pattern.question, options)},
+                {"from": "human", "value": "<image>\n" + question_text(pattern.question, options)},
                 {"from": "gpt", "value": letter}]})
             n += 1
     (out / "captions.json").write_text(json.dumps(captions))
@@ -237,41 +240,21 @@ def write_training_set(out: Path, pairs_per_pattern: int, seed: int, size: int, 
     return {"images": n, "captions": len(captions), "questions": len(questions)}
 
 
-def write_benchmark(out: Path, pairs_per_pattern: int, seed: int, size: int, shuffle_options: bool) -> dict:
-    images = out / "MMVP Images"
-    images.mkdir(parents=True, exist_ok=True)
-    rows, index = [], 1
-    for pattern, items, options in make_pairs(pairs_per_pattern, seed, size, shuffle_options):
-        for img, _, letter in items:
-            img.save(images / f"{index}.jpg", quality=95)
-            rows.append([index, pattern.question, options, letter, pattern.name])
-            index += 1
-    with open(out / "Questions.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["Index", "Question", "Options", "Correct Answer", "Pattern"])
-        w.writerows(rows)
-    return {"questions": len(rows), "pairs": len(rows) // 2}
+def question_text(question: str, options: str) -> str:
+    return f"{question}\n{options}\n{ANSWER_INSTRUCTION}"
 
 
-def generate(out: str | Path, pairs_per_pattern: int = 150, benchmark_pairs_per_pattern: int = 20, seed: int = 0,
-             size: int = 64, shuffle_options: bool = False) -> Path:
-    """Write train and benchmark sets under `out` (skipped if already complete). Deterministic from `seed`.
-
-    shuffle_options: list each pair's two options in random order (harder: the answer letter then
-    depends on the option order as well as the image); by default the order of the pattern's values.
-    """
+def write_once(out: str | Path, spec: dict, write: Callable[[Path], dict]) -> Path:
+    """Call `write(folder)` unless `out` already holds a complete set made from `spec`. Built in a private folder
+    and renamed into place, so that ranks starting together never see half a set."""
     out = Path(out)
-    spec = {"pairs_per_pattern": pairs_per_pattern, "benchmark_pairs_per_pattern": benchmark_pairs_per_pattern,
-            "seed": seed, "size": size, "shuffle_options": shuffle_options, "version": 2}
     if _complete(out, spec):
         return out
-    # Built in a private folder and renamed into place, so that ranks starting together never see half a set.
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    train = write_training_set(tmp / "train", pairs_per_pattern, seed, size, shuffle_options)
-    # A different seed stream: the benchmark never shares a scene with training.
-    bench = write_benchmark(tmp / "benchmark", benchmark_pairs_per_pattern, seed + 1_000_003, size, shuffle_options)
-    (tmp / "COMPLETE.json").write_text(json.dumps({"spec": spec, "train": train, "benchmark": bench}, indent=1))
+    tmp.mkdir(parents=True)
+    summary = write(tmp)
+    (tmp / "COMPLETE.json").write_text(json.dumps({"spec": spec, **summary}, indent=1))
     if _complete(out, spec):  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
         return out
@@ -286,12 +269,32 @@ def _complete(out: Path, spec: dict) -> bool:
     return marker.exists() and json.loads(marker.read_text()).get("spec") == spec
 
 
+def generate(out: str | Path, pairs_per_pattern: int = 150, seed: int = 0, size: int = 64,
+             shuffle_options: bool = False) -> Path:
+    """Write the training set (images, `captions.json`, `instruct.json`) under `out`, unless already there.
+
+    shuffle_options: list each pair's two options in random order (harder: the answer letter then
+    depends on the option order as well as the image); by default the order of the pattern's values.
+    """
+    spec = {"pairs_per_pattern": pairs_per_pattern, "seed": seed, "size": size, "shuffle_options": shuffle_options,
+            "version": 3}
+    return write_once(out, spec, lambda d: {"train": write_training_set(d, pairs_per_pattern, seed, size, shuffle_options)})
+
+
+def sources(out: str | Path, template: str) -> list[Source]:
+    """The synthetic datasets a template trains on: captions always; the questions except with `plain` (stage 1
+    keeps only the image and the answer of a turn, so a question would lose its text)."""
+    out = Path(out)
+    chosen = ([] if template == "plain" else [out / "instruct.json"]) + [out / "captions.json"]
+    return [Source(str(p), str(out / "images")) for p in chosen]
+
+
 def corpus() -> list[str]:
     """Every text the synthetic data can produce (for training the tiny tokenizer)."""
     texts = []
     for pattern in PATTERNS:
         for a, b in (pattern.options, pattern.options[::-1]):
-            texts.append(format_mcq_prompt(pattern.question, f"(a) {a} (b) {b}"))
+            texts.append(question_text(pattern.question, f"(a) {a} (b) {b}"))
         for color in COLORS:
             for shape in SHAPES:
                 sc = Scene(random.Random(0), 64, (0, 0, 0), color, shape, 0, 0)
@@ -303,11 +306,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
     p.add_argument("--pairs-per-pattern", type=int, default=150)
-    p.add_argument("--benchmark-pairs-per-pattern", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=64)
     a = p.parse_args()
-    out = generate(a.out, a.pairs_per_pattern, a.benchmark_pairs_per_pattern, a.seed, a.size)
+    out = generate(a.out, a.pairs_per_pattern, a.seed, a.size)
     print((out / "COMPLETE.json").read_text())
 
 

@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from ..model.weights import require_available
+from .conversation import VICUNA_SYSTEM
+from .synthetic import ANSWER_INSTRUCTION, corpus
+
 TINY_TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-tokenizer"
 TINY_SPECIALS = ["<unk>", "<s>", "</s>", "<image>", "<pad>"]  # ids 0..4; <image> = 3 (tiny preset's image_token_id)
 TINY_CHAT_TEMPLATE = (
@@ -21,13 +28,7 @@ TINY_CHAT_TEMPLATE = (
 
 
 def build_tiny_tokenizer(out: Path = TINY_TOKENIZER_DIR, vocab_size: int = 1024):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from .conversation import MCQ_SUFFIX, VICUNA_SYSTEM
-    from .synthetic import corpus
-
-    texts = corpus() + [VICUNA_SYSTEM, MCQ_SUFFIX, "USER: ASSISTANT:", "The answer is"] * 20
+    texts = corpus() + [VICUNA_SYSTEM, ANSWER_INSTRUCTION, "USER: ASSISTANT:", "The answer is"] * 20
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -44,13 +45,9 @@ def build_tiny_tokenizer(out: Path = TINY_TOKENIZER_DIR, vocab_size: int = 1024)
 
 def load_tokenizer(name_or_path: str = "tiny"):
     """`tiny` (the committed tiny tokenizer), a local directory or a hub id."""
-    from transformers import AutoTokenizer
-
     if name_or_path == "tiny":
         name_or_path = str(TINY_TOKENIZER_DIR)
     else:
-        from ..model.weights import require_available
-
         require_available(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     if tokenizer.pad_token_id is None:  # Llama/Vicuna have none; LLaVA pads with <unk>

@@ -6,6 +6,11 @@ from pathlib import Path
 
 import torch
 
+from .benchmarks.mmvp_vlm import evaluate_vlm
+from .benchmarks.synthetic import synthetic_benchmark_root
+from .run import evaluate_mcq, rescore
+from .wandb_log import log_results
+
 
 def _device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
@@ -15,14 +20,10 @@ def evaluate(cfg) -> dict:
     b = cfg.benchmark
     out_dir = Path(cfg.paths.output_dir)
     if b.name == "mmvp_vlm":
-        from .mmvp_vlm import evaluate_vlm
-
         if not cfg.checkpoint:
             raise ValueError("checkpoint: a CLIP-like model (hub id or directory) is required for mmvp_vlm")
         results = evaluate_vlm(cfg.checkpoint, b.root, out_dir, b.batch_size, _device(cfg.device))
     else:
-        from .run import evaluate_mcq, rescore
-
         if b.get("predictions"):
             results = rescore(b.predictions, out_dir, b.name, b.corrections)
         else:
@@ -30,13 +31,9 @@ def evaluate(cfg) -> dict:
                 raise ValueError("checkpoint: expected a mof export folder, a .ckpt or a LLaVA checkpoint")
             root = b.root
             if b.name == "synthetic" and root is None:
-                from .synthetic import synthetic_benchmark_root
-
-                root = synthetic_benchmark_root(b.get("synthetic"), cfg.paths.data_dir)
+                root = synthetic_benchmark_root(cfg.paths.data_dir, **dict(b.get("synthetic") or {}))
             results = evaluate_mcq(cfg.checkpoint, root, out_dir, b.name, b.template, b.batch_size, b.prompt,
                                    b.corrections, b.max_new_tokens, _device(cfg.device), b.limit)
     if cfg.get("logger") == "wandb":
-        from .wandb_log import log_results
-
         log_results(results, out_dir, cfg.task_name)
     return results

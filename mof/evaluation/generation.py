@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..data.conversation import IMAGE_PLACEHOLDER, MCQ_SUFFIX, format_mcq_prompt, get_template
+from ..data.conversation import IMAGE_PLACEHOLDER, get_template
 from ..data.images import ImageError
 from .loading import Loaded
+from .prompts import MCQ_SUFFIX, format_mcq_prompt
 from .scoring import parse_letter, parse_response
 
 

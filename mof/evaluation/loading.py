@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..build.checkpoint import rebuild_from_checkpoint
 from ..data.images import PROCESSOR_FILE, MofImageProcessor
 from ..data.tokenizer import load_tokenizer
 from ..model import MofForConditionalGeneration
@@ -38,14 +39,13 @@ def _from_llava(path: str) -> Loaded:
 
 
 def _from_lightning(path: Path) -> Loaded:
-    from ..export import rebuild_from_checkpoint
-
-    model, cfg, _, _ = rebuild_from_checkpoint(path)
+    model, info, _, _ = rebuild_from_checkpoint(path)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    tokenizer = load_tokenizer(cfg.model.tokenizer)
-    processor = MofImageProcessor.from_model_config(model.config, cfg.data.image_mode, cfg.data.share_first)
-    return Loaded(model, tokenizer, processor, cfg.stage.template)
+    tokenizer = load_tokenizer(str(info.get("tokenizer", "tiny")))
+    processor = (MofImageProcessor(**info["image_processor"]) if isinstance(info.get("image_processor"), dict)
+                 else MofImageProcessor.from_model_config(model.config))
+    return Loaded(model, tokenizer, processor, info["stage"].get("template") or "vicuna_v1")
 
 
 def load_for_evaluation(checkpoint: str | Path, device: str | torch.device = "cpu") -> Loaded:

@@ -8,16 +8,12 @@ from pathlib import Path
 
 from .generation import answer
 from .loading import load_for_evaluation
-from .mmvp import CORRECTIONS, load_mmvp
+from .benchmarks.mmvp import CORRECTIONS, load_mmvp
+from .prompts import instruction
 from .report import print_summary, write_report
 from .scoring import parse_letter, score
 
 log = logging.getLogger(__name__)
-PROMPTS = {"llava15": "Answer with the option's letter from the given choices directly.", "bare": None}
-
-
-def _suffix(prompt: str | None) -> str | None:
-    return PROMPTS.get(prompt, prompt) if prompt is not None else None
 
 
 def evaluate_mcq(checkpoint, root, out_dir, benchmark: str = "mmvp", template: str | None = None,
@@ -30,7 +26,7 @@ def evaluate_mcq(checkpoint, root, out_dir, benchmark: str = "mmvp", template: s
         questions = questions[:limit]
     loaded = load_for_evaluation(checkpoint, device)
     template = template or loaded.template
-    predictions = answer(loaded, questions, template, batch_size, _suffix(prompt), max_new_tokens)
+    predictions = answer(loaded, questions, template, batch_size, instruction(prompt), max_new_tokens)
     with open(out_dir / "predictions.jsonl", "w") as f:
         for p in predictions:
             f.write(json.dumps(p) + "\n")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
+from transformers import LlavaForConditionalGeneration
 
 from .configuration_mof import MofConfig
+from .weights import require_available
 
 # llava-hf key prefix -> MoF key prefix
 _KEY_MAP = (
@@ -23,7 +25,7 @@ def _rename(key: str) -> str | None:
     return None
 
 
-def llava_to_mof_config(llava_config, extra_encoders: list[dict] | None = None, fusion: str = "none",
+def llava_to_mof_config(llava_config, extra_encoders: list[dict] | None = None, fusion: str | dict = "none",
                         **kwargs) -> MofConfig:
     if llava_config.vision_config.model_type != "clip_vision_model":
         raise ValueError(f"from_llava: expected a CLIP vision tower, got {llava_config.vision_config.model_type!r}")
@@ -31,15 +33,13 @@ def llava_to_mof_config(llava_config, extra_encoders: list[dict] | None = None, 
         raise ValueError(f"from_llava: expected projector_hidden_act='gelu', got {llava_config.projector_hidden_act!r}")
     if not isinstance(llava_config.vision_feature_layer, int):
         raise ValueError("from_llava: several vision_feature_layer values are not supported")
-    if fusion == "concat":
-        raise ValueError("from_llava: concat fusion changes the adapter's input width, so LLaVA's adapter cannot be kept")
     clip = {
         "type": "clip",
         "config": llava_config.vision_config.to_dict(),
         "feature_layer": llava_config.vision_feature_layer,
         "keep": "patch" if llava_config.vision_feature_select_strategy == "default" else "all",
     }
-    return MofConfig(
+    config = MofConfig(
         vision_encoders=[clip, *(extra_encoders or [])],
         text_config=llava_config.text_config.to_dict(),
         fusion=fusion,
@@ -47,15 +47,15 @@ def llava_to_mof_config(llava_config, extra_encoders: list[dict] | None = None, 
         image_token_id=llava_config.image_token_id,
         **kwargs,
     )
+    if not config.fusion_class.keeps_first_adapter:
+        raise ValueError(f"from_llava: fusion {config.fusion_type!r} has no adapter that reads CLIP's features alone, "
+                         "so LLaVA's adapter cannot be kept")
+    return config
 
 
-def from_llava(cls, llava, extra_encoders: list[dict] | None = None, fusion: str = "none", **kwargs):
+def from_llava(cls, llava, extra_encoders: list[dict] | None = None, fusion: str | dict = "none", **kwargs):
     """`llava` is a `LlavaForConditionalGeneration` or a path/hub id of one."""
     if isinstance(llava, str):
-        from transformers import LlavaForConditionalGeneration
-
-        from .weights import require_available
-
         require_available(llava)
         llava = LlavaForConditionalGeneration.from_pretrained(llava, dtype=torch.float32)
     config = llava_to_mof_config(llava.config, extra_encoders, fusion, **kwargs)

@@ -9,7 +9,6 @@ from torch import nn
 from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 
 from .configuration_mof import MofConfig
-from .fusion import build_fusion, resample_to_grid
 from .llava_interop import from_llava
 from .vision_encoders import VisionEncoder
 from .weights import require_available
@@ -30,7 +29,7 @@ class MofForConditionalGeneration(MofPreTrainedModel, GenerationMixin):
         super().__init__(config)
         specs = config.encoder_specs
         self.vision_encoders = nn.ModuleList(VisionEncoder(spec) for spec in specs)
-        self.fusion = build_fusion(config, [s.hidden_size for s in specs], config.text_config.hidden_size)
+        self.fusion = config.fusion_class(specs, config.text_config.hidden_size, config.fusion_options, config.projector_type)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         if config.freeze_vision:
             self.vision_encoders.requires_grad_(False)
@@ -96,9 +95,6 @@ class MofForConditionalGeneration(MofPreTrainedModel, GenerationMixin):
     def get_image_features(self, pixel_values: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """`[images, num_visual_tokens, llm_width]` for a batch of images."""
         features = [enc(px) for enc, px in zip(self.vision_encoders, self._pixels_per_encoder(pixel_values))]
-        if self.config.resample:
-            target = self.vision_encoders[0].spec.grid
-            features = [resample_to_grid(f, enc.spec.grid, target) for f, enc in zip(features, self.vision_encoders)]
         return self.fusion(features)
 
     def _vision_anchor(self, reference: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,11 @@
-"""Training callbacks: throughput, gradient norm, skipped-sample counts."""
+"""Training callbacks: throughput, gradient norm, skipped-sample counts, ZeRO partition report, stop at a step."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
+from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
@@ -75,3 +77,26 @@ class StopAtStep(pl.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         if trainer.global_step >= self.step:
             trainer.should_stop = True
+
+
+class ZeroPartitionReport(pl.Callback):
+    """Writes `zero_rank<R>.json` per rank: parameters held locally against the model's total (ZeRO-3
+    partitions every parameter; ZeRO-2 keeps whole parameters and partitions optimizer states)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+
+    def on_train_start(self, trainer, module):
+        total = local = trainable_total = trainable_local = 0
+        for p in module.parameters():
+            full = p.ds_numel if hasattr(p, "ds_numel") else p.numel()
+            held = p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()
+            total, local = total + full, local + held
+            if p.requires_grad:
+                trainable_total, trainable_local = trainable_total + full, trainable_local + held
+        report = {"rank": trainer.global_rank, "world_size": trainer.world_size,
+                  "zero_stage": trainer.strategy.config["zero_optimization"]["stage"],
+                  "parameters_total": total, "parameters_local": local,
+                  "trainable_total": trainable_total, "trainable_local": trainable_local}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / f"zero_rank{trainer.global_rank}.json").write_text(json.dumps(report, indent=1))

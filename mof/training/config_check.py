@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..build import ConfigError
+from ..build.stages import STAGES
 from ..data.conversation import TEMPLATES
-from ..model.configuration_mof import FUSION_MODES
-from .build import ConfigError
-from .stages import STAGES
+from ..model import FUSIONS
+from ..model.weights import require_available
 from .strategies import STRATEGIES
 
 
@@ -19,8 +20,9 @@ def _check(ok: bool, key: str, expected: str, value) -> None:
 def validate(cfg) -> None:
     _check(cfg.stage.name in STAGES, "stage.name", f"one of {STAGES}", cfg.stage.name)
     _check(cfg.stage.template in TEMPLATES, "stage.template", f"one of {tuple(TEMPLATES)}", cfg.stage.template)
-    _check(cfg.mof.fusion in FUSION_MODES, "mof.fusion", f"one of {FUSION_MODES}", cfg.mof.fusion)
-    _check(0.0 <= float(cfg.mof.alpha) <= 1.0, "mof.alpha", "a number in [0, 1]", cfg.mof.alpha)
+    _check(cfg.mof.type in FUSIONS, "mof.type", f"one of {tuple(FUSIONS)}", cfg.mof.type)
+    if "alpha" in cfg.mof:
+        _check(0.0 <= float(cfg.mof.alpha) <= 1.0, "mof.alpha", "a number in [0, 1]", cfg.mof.alpha)
     _check(cfg.strategy.name in STRATEGIES, "strategy.name", f"one of {STRATEGIES}", cfg.strategy.name)
     opt = cfg.stage.optimizer
     for key in ("lr", "adapter_lr", "vision_lr", "llm_lr"):
@@ -36,7 +38,7 @@ def validate(cfg) -> None:
     _check(int(cfg.data.num_workers) >= 0, "data.num_workers", "0 or more", cfg.data.num_workers)
     _check(cfg.data.image_mode in ("pad", "resize"), "data.image_mode", "pad or resize", cfg.data.image_mode)
     if not cfg.data.get("synthetic"):
-        for i, src in enumerate(cfg.data.sources):
+        for i, src in enumerate(cfg.data.sources or []):
             _check(Path(src.path).is_file(), f"data.sources[{i}].path", "an existing JSON/JSONL file", src.path)
     _check(int(cfg.trainer.max_epochs) > 0 or int(cfg.trainer.max_steps) > 0, "trainer.max_epochs",
            "a positive number (or trainer.max_steps > 0)", cfg.trainer.max_epochs)
@@ -49,8 +51,6 @@ def validate(cfg) -> None:
         _check(Path(cfg.model.projector_from).exists(), "model.projector_from", "an existing run directory, export or .ckpt",
                cfg.model.projector_from)
     if cfg.model.get("load_pretrained"):
-        from ..model.weights import require_available
-
         refs = [e.get("pretrained") for e in cfg.model.config.get("vision_encoders", []) or []]
         for ref in filter(None, refs + [cfg.model.config.get("llm"), cfg.model.tokenizer]):
             require_available(ref)

@@ -6,6 +6,7 @@ import lightning.pytorch as pl
 import torch
 
 from .checkpointing import restore_rng_states, rng_states, trainable_state
+from .optim import build_optimizer
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -47,8 +48,6 @@ class MofLitModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        from .optim import build_optimizer
-
         cfg = dict(self.optimizer_cfg)
         zero = (getattr(self.trainer.strategy, "config", None) or {}).get("zero_optimization", {})
         optimizer, scheduler = build_optimizer(

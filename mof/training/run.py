@@ -9,15 +9,20 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ..build.export import save_export
+from ..build.stages import log_parameter_report
 from ..data import load_tokenizer
-from .build import build_model, model_config_from
-from .callbacks import GradNormMonitor, SkippedSamples, StopAtStep, ThroughputMonitor
+from ..evaluation.benchmarks.synthetic import synthetic_benchmark_root
+from ..evaluation.run import evaluate_mcq
+from .callbacks import GradNormMonitor, SkippedSamples, StopAtStep, ThroughputMonitor, ZeroPartitionReport
 from .checkpointing import AtomicCheckpointIO, resolve_resume
 from .config_check import validate
-from .export import export_model
+from .deepspeed_strategy import gathered_params
+from .from_config import build_model_from_cfg, model_config_from, run_info
 from .module import MofLitModule
 from .strategies import build_strategy
 
@@ -39,8 +44,6 @@ def _accelerator(cfg) -> str:
 
 def _multirun():
     """The HydraConfig of a multirun job, or None."""
-    from hydra.core.hydra_config import HydraConfig
-
     hc = HydraConfig.get() if HydraConfig.initialized() else None
     return hc if hc is not None and hc.mode is not None and hc.mode.name == "MULTIRUN" else None
 
@@ -75,11 +78,10 @@ def train(cfg: DictConfig) -> dict:
     datamodule.setup("fit")
     log.info("data: %d samples, %s skipped while reading", len(datamodule.dataset), dict(datamodule.dataset.read_skipped))
 
-    model = build_model(cfg, model_config)
-    job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # the run's own keys, resolved
-    run_info = {"cfg": OmegaConf.to_container(job_cfg, resolve=True), "model_config": model_config.to_dict()}
-    module = MofLitModule(model, OmegaConf.to_container(cfg.stage.optimizer), OmegaConf.to_container(cfg.stage.scheduler),
-                          run_info)
+    model = build_model_from_cfg(cfg, model_config)
+    module = MofLitModule(model, OmegaConf.to_container(cfg.stage.optimizer, resolve=True),
+                          OmegaConf.to_container(cfg.stage.scheduler, resolve=True),
+                          run_info(cfg, model_config, datamodule.image_processor))
 
     ckpt_dir = run_dir / "checkpoints"
     ck = cfg.checkpoint
@@ -91,13 +93,11 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("stop_at_step"):
         callbacks.append(StopAtStep(int(cfg.stop_at_step)))
     if cfg.strategy.name.startswith("deepspeed"):
-        from .deepspeed_cpu import ZeroPartitionReport
-
         callbacks.append(ZeroPartitionReport(run_dir))
     logger = _logger(cfg, run_dir)
     if logger:
         callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="step"))
-    tcfg = OmegaConf.to_container(cfg.trainer)
+    tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     tcfg.pop("precision")
     tcfg["accelerator"] = accelerator
     if tcfg.get("limit_train_batches") is None:
@@ -108,23 +108,20 @@ def train(cfg: DictConfig) -> dict:
         default_root_dir=str(run_dir), use_distributed_sampler=False, enable_model_summary=False,
         plugins=[AtomicCheckpointIO()] if not cfg.strategy.name.startswith("deepspeed") else None)
     if trainer.is_global_zero:
-        from .stages import log_parameter_report
-
-        report = log_parameter_report(model)
-        (run_dir / "parameters.txt").write_text(report + "\n")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume(cfg.resume, run_dir))
+        (run_dir / "parameters.txt").write_text(log_parameter_report(model) + "\n")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume(cfg.resume, run_dir), weights_only=True)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     metrics["data/skipped_total"] = float(sum(skipped.counts.values()))
     if cfg.get("stop_at_step") and trainer.global_step < trainer.max_steps:
         return metrics  # an interrupted chunk: no export yet
     if cfg.export or cfg.evaluate_after:
-        export_dir = export_model(trainer, module, tokenizer, datamodule.image_processor, run_dir / "export")
+        export_dir = export_after_training(trainer, module, tokenizer, datamodule.image_processor, run_dir / "export")
         if trainer.is_global_zero and cfg.evaluate_after == "synthetic":
-            from ..evaluation.run import evaluate_mcq
-            from ..evaluation.synthetic import synthetic_benchmark_root
-
-            root = synthetic_benchmark_root(cfg.data.get("synthetic"), cfg.paths.data_dir)
+            synthetic = cfg.data.get("synthetic") or {}
+            root = synthetic_benchmark_root(cfg.paths.data_dir, seed=synthetic.get("seed"), size=synthetic.get("size"),
+                                            shuffle_options=synthetic.get("shuffle_options"),
+                                            pairs_per_pattern=cfg.synthetic_benchmark.pairs_per_pattern)
             results = evaluate_mcq(export_dir, root, run_dir / "eval_synthetic", benchmark="synthetic",
                                    template=cfg.stage.template, device=next(module.model.parameters()).device)
             metrics["eval/pair_accuracy"] = results["pair_accuracy"]
@@ -137,6 +134,19 @@ def train(cfg: DictConfig) -> dict:
 
         wandb.finish()
     return metrics
+
+
+def export_after_training(trainer, module, tokenizer, image_processor, out: Path) -> Path:
+    """The run's final model, gathered from all ranks under ZeRO-3, written by rank 0 to `<run dir>/export`."""
+    model = module.model
+    with gathered_params(trainer, model):
+        if trainer.is_global_zero:
+            stage = module.run_info.get("stage", {})
+            save_export(model, tokenizer, image_processor, out, {"global_step": trainer.global_step,
+                                                                 "stage": stage.get("name"), "template": stage.get("template")},
+                        overwrite=True)
+    trainer.strategy.barrier("mof-export")
+    return out
 
 
 def run(cfg: DictConfig):

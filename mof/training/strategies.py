@@ -35,7 +35,7 @@ def build_strategy(name: str, accelerator: str, trainer_cfg: dict, run_dir: Path
         from lightning.pytorch.strategies import DDPStrategy
 
         return DDPStrategy(process_group_backend="gloo" if accelerator == "cpu" else "nccl")
-    from .deepspeed_cpu import MofDeepSpeedStrategy  # imports deepspeed: only when asked for
+    from .deepspeed_strategy import MofDeepSpeedStrategy  # imports deepspeed: only when asked for
 
     stage = 2 if name == "deepspeed_zero2" else 3
     config = deepspeed_config(stage, name.endswith("offload"), accelerator != "cpu")

@@ -1,4 +1,4 @@
-"""MMVP in its official layout: `Questions.csv` (`Index,Question,Options,Correct Answer`) and
+"""MMVP in its official layout, read and written: `Questions.csv` (`Index,Question,Options,Correct Answer`) and
 `MMVP Images/<Index>.jpg`. Rows (1, 2), (3, 4), ... are the pairs. A `Pattern` column, when present
 (the synthetic benchmark), labels each question's visual pattern."""
 
@@ -24,6 +24,22 @@ class BenchmarkFormatError(ValueError):
     pass
 
 
+def write_mmvp(out: str | Path, rows: list[dict], images: list) -> dict:
+    """`rows`: `{"Question", "Options", "Correct Answer"[, "Pattern"]}` in pair order; `images`: a PIL image
+    (or None, for a skeleton to fill in) per row. Index runs 1..N."""
+    out = Path(out)
+    (out / IMAGE_DIRS[0]).mkdir(parents=True, exist_ok=True)
+    columns = list(REQUIRED_COLUMNS) + (["Pattern"] if any("Pattern" in r for r in rows) else [])
+    with open(out / "Questions.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for index, (row, image) in enumerate(zip(rows, images), 1):
+            writer.writerow({**{c: row.get(c, "") for c in columns}, "Index": index})
+            if image is not None:
+                image.convert("RGB").save(out / IMAGE_DIRS[0] / f"{index}.jpg", quality=95)
+    return {"questions": len(rows), "pairs": len(rows) // 2}
+
+
 @dataclass
 class Question:
     index: int
@@ -32,10 +48,6 @@ class Question:
     answer: str
     image: Path
     pattern: str | None = None
-
-    @property
-    def pair(self) -> int:
-        return (self.index - 1) // 2
 
 
 def find_layout(root: str | Path, name: str, image_dirs: tuple, layout: str) -> tuple[Path, Path]:

@@ -20,6 +20,15 @@ class StagePlan:
     train_vision: bool
     lora: dict | None = None
 
+    @classmethod
+    def from_stage_config(cls, stage, train_vision_default: bool = False) -> "StagePlan":
+        """From a run's `stage` section (a Hydra node or a plain dict read from a checkpoint)."""
+        train_vision = stage.get("train_vision")
+        lora = stage.get("lora")
+        return cls(str(stage["name"]), bool(stage["train_llm"]),
+                   bool(train_vision) if train_vision is not None else train_vision_default,
+                   dict(lora) if lora else None)
+
 
 def apply_stage(model, plan: StagePlan) -> nn.Module:
     """Freeze/unfreeze the parts of a `MofForConditionalGeneration`; for `lora`, wrap it in peft.

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from ..data.images import ImageError, load_image
+from ...data.images import ImageError, load_image
+from ...model.weights import require_available
 from .mmvp import BenchmarkFormatError, find_layout
-from .report import print_summary, write_report
+from ..report import print_summary, write_report
 
 IMAGE_DIRS = ("MMVP_VLM_Images", "MLLM_VLM Images")
 LAYOUT = ("expected:\n  DIR/Questions.csv   (columns: question id, type, statement)\n"
@@ -44,8 +45,6 @@ def load_vlm_questions(root: Path) -> tuple[list[dict], Path]:
 def _load_model(checkpoint: str, device):
     from transformers import AutoModel, AutoProcessor, AutoTokenizer
 
-    from ..model.weights import require_available
-
     require_available(checkpoint)
     model = AutoModel.from_pretrained(checkpoint).to(device).eval()
     try:
@@ -55,6 +54,12 @@ def _load_model(checkpoint: str, device):
         from transformers import AutoImageProcessor
 
         return model, AutoTokenizer.from_pretrained(checkpoint), AutoImageProcessor.from_pretrained(checkpoint)
+
+
+def statement_picks(text_emb: torch.Tensor, image_emb: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """Cosine similarities `[statements, images]` and, for each statement, the image it picks."""
+    sim = torch.nn.functional.normalize(text_emb, dim=-1) @ torch.nn.functional.normalize(image_emb, dim=-1).T
+    return sim, sim.argmax(dim=-1).tolist()
 
 
 @torch.no_grad()
@@ -81,8 +86,7 @@ def evaluate_vlm(checkpoint: str, root, out_dir, batch_size: int = 32, device="c
         image_emb = model.get_image_features(**pixel_in)
         text_emb = getattr(text_emb, "pooler_output", text_emb)
         image_emb = getattr(image_emb, "pooler_output", image_emb)
-        sim = torch.nn.functional.normalize(text_emb, dim=-1) @ torch.nn.functional.normalize(image_emb, dim=-1).T
-        picks = sim.argmax(dim=-1).tolist()  # the image each statement picks
+        sim, picks = statement_picks(text_emb, image_emb)
         correct = picks == [0, 1]
         per_pattern[q1["type"]]["pairs"] += 1
         per_pattern[q1["type"]]["correct_pairs"] += correct

@@ -1,6 +1,6 @@
 """Scan a dataset with the exact code path of training and report what it would train on.
 
-    python -m mof.data.check data=llava_instruct paths.data_dir=/data [stage=...] [model=...]
+    python -m mof.training.data_check data=llava_instruct paths.data_dir=/data [stage=...] [model=...]
 
 Writes `report.json` (total, valid, skipped by reason, fully_masked, truncated, token-length
 percentiles) to the run directory and prints one sample with its supervised tokens marked [[...]].
@@ -17,7 +17,8 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from .conversation import IGNORE_INDEX
+from ..data import IGNORE_INDEX, load_tokenizer
+from .from_config import model_config_from
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
 
@@ -64,9 +65,6 @@ def scan(datamodule) -> tuple[dict, dict | None]:
 
 
 def check(cfg) -> dict:
-    from ..data import load_tokenizer
-    from ..training.build import model_config_from
-
     model_config = model_config_from(cfg)
     tokenizer = load_tokenizer(cfg.model.tokenizer)
     dm = instantiate(cfg.data, max_fully_masked_fraction=1.0).bind(model_config, tokenizer)  # report, don't refuse

@@ -1,0 +1,91 @@
+"""Reading checkpoint files, which may come from elsewhere, without running code from them.
+
+Files are read with `torch.load(weights_only=True)`. A DeepSpeed ZeRO checkpoint folder (any stage, any number
+of ranks) is consolidated into one fp32 state dict by DeepSpeed's own merge logic, with every `torch.load` it
+makes routed through the same restricted reader and an explicit allowlist of DeepSpeed's plain data types.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+from pathlib import Path
+from unittest import mock
+
+import torch
+
+_torch_load = torch.load  # the real one, also while DeepSpeed's loads are routed through this module
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+def load_checkpoint_file(path: str | Path, allowed_globals: list | None = None) -> dict:
+    """A `torch.save`d file read by PyTorch's restricted unpickler; anything that would run code is refused."""
+    path = Path(path)
+    try:
+        if allowed_globals:
+            with torch.serialization.safe_globals(allowed_globals):
+                return _torch_load(path, map_location="cpu", weights_only=True)
+        return _torch_load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        refused = str(e).split("\n\n")[0].splitlines()
+        detail = next((line for line in refused if "GLOBAL" in line or "Unsupported" in line), refused[0] if refused else "")
+        raise CheckpointError(f"{path}: refused to load: it holds Python objects that could run code ({detail.strip()})") from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not a PyTorch file: {str(e).splitlines()[0]})") from None
+
+
+def load_training_checkpoint(path: str | Path) -> dict:
+    """A checkpoint's contents; a DeepSpeed ZeRO folder is consolidated into one fp32 state dict first."""
+    path = Path(path)
+    if path.is_dir() and (path / "checkpoint").is_dir():
+        return consolidate_zero_checkpoint(path)
+    return load_checkpoint_file(path)
+
+
+_DEEPSPEED_STATES = ("module", "optimizer", "lr_scheduler", "csr_tensor_module_names", "skipped_steps", "global_steps",
+                     "dp_world_size", "mp_world_size")
+
+
+def _deepspeed_data_types() -> list:
+    """Enums and plain records DeepSpeed pickles into its checkpoints (no `__reduce__` that runs code)."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [ZeroStageEnum, LossScaler, fragment_address]
+
+
+@contextlib.contextmanager
+def _restricted_loads():
+    allowed = _deepspeed_data_types()
+    with mock.patch("torch.load", lambda f, *args, **kwargs: load_checkpoint_file(f, allowed)):
+        yield
+
+
+def consolidate_zero_checkpoint(checkpoint_dir: str | Path) -> dict:
+    """One checkpoint dict: `state_dict` (fp32 trained weights) + Lightning's and mof's states from rank 0."""
+    from deepspeed.utils.zero_to_fp32 import (
+        get_fp32_state_dict_from_zero_checkpoint,
+        get_model_state_file,
+        get_optim_files,
+    )
+
+    checkpoint_dir = Path(checkpoint_dir)
+    with _restricted_loads():
+        try:
+            state_dict = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir))
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{checkpoint_dir}: not a usable DeepSpeed checkpoint folder ({e})") from None
+        latest = checkpoint_dir / "latest"
+        tag_dir = checkpoint_dir / (latest.read_text().strip() if latest.exists() else "checkpoint")
+        optim = load_checkpoint_file(get_optim_files(str(tag_dir))[0], _deepspeed_data_types())
+        model_file = get_model_state_file(str(tag_dir), optim["optimizer_state_dict"]["zero_stage"])
+        client = load_checkpoint_file(model_file, _deepspeed_data_types())
+    checkpoint = {k: v for k, v in client.items() if k not in _DEEPSPEED_STATES}
+    checkpoint["state_dict"] = {k.removeprefix("_forward_module."): v for k, v in state_dict.items()}
+    return checkpoint

@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks in their published layouts, batched greedy answering, scoring and reports."""

@@ -1,0 +1,1 @@
+"""Training: the LightningModule, callbacks, optimizer, strategies (DeepSpeed on GPUs and CPU processes) and `train(cfg)`."""

@@ -1,0 +1,42 @@
+"""From a composed Hydra config (the user's own, trusted) to objects: the `MofConfig`, the stage plan, the model,
+and the plain values a checkpoint stores so that the model can be rebuilt without that config."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from ..build import ConfigError, StagePlan, build_model
+from ..model import MofConfig
+
+
+def model_config_from(cfg) -> MofConfig:
+    """The MofConfig of `cfg.model.config`, with errors that name the key; loads no weights."""
+    try:
+        return instantiate(cfg.model.config, _convert_="all")
+    except Exception as e:  # Hydra wraps the constructor's error
+        cause = e.__cause__ or e
+        raise ConfigError(f"model.config / mof: {cause}") from e
+
+
+def stage_plan(cfg) -> StagePlan:
+    return StagePlan.from_stage_config(cfg.stage, bool(cfg.model.get("train_vision", False)))
+
+
+def build_model_from_cfg(cfg, model_config: MofConfig | None = None):
+    m = cfg.model
+    return build_model(model_config or model_config_from(cfg), stage_plan(cfg), seed=cfg.seed,
+                       load_pretrained=bool(m.get("load_pretrained")), dtype=m.get("dtype"),
+                       projector_from=m.get("projector_from"), gradient_checkpointing=bool(m.get("gradient_checkpointing")))
+
+
+def run_info(cfg, model_config: MofConfig, image_processor) -> dict:
+    """Stored in every checkpoint: what `mof.build.checkpoint` rebuilds the model from (plain values only),
+    and the whole resolved run configuration for people to read."""
+    job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    resolved = OmegaConf.to_container(job_cfg, resolve=True)
+    return {"model_config": model_config.to_dict(), "stage": resolved["stage"], "seed": cfg.seed,
+            "tokenizer": str(cfg.model.tokenizer), "load_pretrained": bool(cfg.model.get("load_pretrained")),
+            "dtype": cfg.model.get("dtype"), "image_processor": asdict(image_processor), "cfg": resolved}

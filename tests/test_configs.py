@@ -1,0 +1,106 @@
+"""Every shipped config composes and instantiates: model (on the meta device), data module, strategy, logger."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from helpers import CONF, FAST, compose_cfg, train_cfg
+from mof import MofForConditionalGeneration
+from mof.training.config_check import validate
+from mof.training.from_config import model_config_from, stage_plan
+from mof.training.run import train
+from mof.training.strategies import build_strategy
+
+GROUPS = ["model", "mof", "data", "stage", "strategy", "logger", "trainer", "debug", "experiment"]
+CASES = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONF) / g).glob("*.yaml"))]
+
+
+def fake_datasets(cfg, root: Path) -> None:
+    """Empty dataset files where a non-synthetic config expects them (the check only needs them to exist)."""
+    for src in cfg.data.sources or []:
+        Path(src.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(src.path).write_text("[]")
+
+
+@pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
+def test_every_shipped_config_composes_and_instantiates(tmp_path, group, option):
+    cfg = compose_cfg("train", tmp_path / "run", tmp_path / "data", [f"{group}={option}", "logger=none"] if group != "logger"
+                      else [f"{group}={option}"])
+    config = model_config_from(cfg)
+    with torch.device("meta"):
+        model = MofForConditionalGeneration(config)
+    assert sum(p.numel() for p in model.fusion.parameters()) > 0
+    stage_plan(cfg)
+    fake_datasets(cfg, tmp_path / "data")
+    if cfg.model.load_pretrained:  # no weights here: the values are checked without them
+        cfg.model.load_pretrained = False
+    validate(cfg)
+    datamodule = instantiate(cfg.data)
+    assert datamodule.sources and datamodule.template_name == cfg.stage.template
+    strategy = build_strategy(cfg.strategy.name, "cpu", {}, tmp_path)
+    assert strategy is not None
+    if cfg.get("logger"):
+        assert instantiate(cfg.logger) is not None
+
+
+def test_options_state_only_what_differs():
+    base = OmegaConf.load(Path(CONF) / "model" / "llava15_7b.yaml")
+    big = OmegaConf.load(Path(CONF) / "model" / "llava15_13b.yaml")
+    assert big.defaults[0] == "llava15_7b" and len(OmegaConf.to_container(big)) <= 3
+    for name in ("pretrain", "lora"):
+        assert OmegaConf.load(Path(CONF) / "stage" / f"{name}.yaml").defaults[0] == "finetune"
+    assert OmegaConf.to_container(base)["config"]["fusion"] == "${mof}"
+
+
+def test_model_and_stage_groups_do_not_write_into_other_groups():
+    for group in ("model", "stage", "mof", "data"):
+        for path in (Path(CONF) / group).glob("*.yaml"):
+            assert "@package _global_" not in path.read_text(), path
+
+
+def test_13b_preset_differs_from_7b_in_the_llm_only(tmp_path):
+    small = compose_cfg("train", tmp_path / "a", tmp_path, ["model=llava15_7b"])
+    big = compose_cfg("train", tmp_path / "b", tmp_path, ["model=llava15_13b"])
+    a, b = (OmegaConf.to_container(c.model, resolve=True) for c in (small, big))
+    assert a.pop("tokenizer") == "lmsys/vicuna-7b-v1.5" and b.pop("tokenizer") == "lmsys/vicuna-13b-v1.5"
+    assert a["config"].pop("llm") == "lmsys/vicuna-7b-v1.5" and b["config"].pop("llm") == "lmsys/vicuna-13b-v1.5"
+    assert a == b
+    assert model_config_from(big).text_config.hidden_size == 5120
+
+
+def test_stage_learning_rates_come_from_the_model_preset_or_the_stage(tmp_path):
+    lr = {}
+    for model in ("tiny", "llava15_7b"):
+        for stage in ("pretrain", "finetune", "lora"):
+            cfg = compose_cfg("train", tmp_path, tmp_path, [f"model={model}", f"stage={stage}"])
+            lr[model, stage] = (cfg.stage.optimizer.lr, cfg.stage.optimizer.adapter_lr)
+    assert {v for k, v in lr.items() if k[0] == "tiny"} == {(2e-3, None), (2e-3, 2e-3)}
+    assert lr["llava15_7b", "pretrain"] == (1e-3, None) and lr["llava15_7b", "finetune"] == (2e-5, None)
+    assert lr["llava15_7b", "lora"] == (2e-4, 2e-5)
+
+
+def test_synthetic_data_follows_the_stage_template(tmp_path):
+    names = {}
+    for stage in ("pretrain", "finetune"):
+        cfg = compose_cfg("train", tmp_path, tmp_path, [f"stage={stage}"])
+        names[stage] = [Path(s.path).name for s in instantiate(cfg.data).sources]
+    assert names == {"pretrain": ["captions.json"], "finetune": ["instruct.json", "captions.json"]}
+
+
+def test_debug_fast_dev_run_trains_one_batch(tmp_path, data_dir):
+    cfg = train_cfg(tmp_path, data_dir, ["debug=fast_dev_run"])
+    assert cfg.trainer.fast_dev_run is True and cfg.evaluate_after is None and cfg.logger is None
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    assert not (tmp_path / "export").exists()
+
+
+def test_experiments_and_debug_override_the_root_config(tmp_path):
+    cfg = compose_cfg("train", tmp_path, tmp_path, ["experiment=llava15_imof_stage1"])
+    assert cfg.task_name == "llava15_imof_stage1" and cfg.evaluate_after is None
+    cfg = compose_cfg("train", tmp_path, tmp_path, ["debug=overfit"])
+    assert cfg.export is False and cfg.trainer.overfit_batches == 2
