@@ -1,18 +1,17 @@
 """Evaluate a model: `python evaluate.py benchmark=mmvp benchmark.root=DIR checkpoint=PATH`; `-m checkpoint=A,B`."""
 
-import os
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig):
-    from mof.evaluation.entry import evaluate
+    from mof.console import setup_console
 
-    return evaluate(cfg)["pair_accuracy"]
+    setup_console()
+    from mof.evaluation.entry import main as evaluate
+
+    return evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,14 @@
 """Train a MoF model: `python train.py [mof=interleaved] [stage=pretrain] [key=value ...]`; `-m` for sweeps."""
 
-import os
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig):
+    from mof.console import setup_console
+
+    setup_console()
     from mof.training.run import run
 
     return run(cfg)

@@ -19,6 +19,8 @@ import torch
 from omegaconf import DictConfig
 
 from .build.stages import LLM_LINEAR_TARGETS
+from .console import setup_console
+from .errors import MofError, exit_with
 from .model import MofForConditionalGeneration
 from .training.from_config import model_config_from, stage_plan
 
@@ -91,7 +93,11 @@ def report(cfg) -> str:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig):
-    print(report(cfg))
+    setup_console()
+    try:
+        print(report(cfg))
+    except MofError as e:
+        exit_with(e)
 
 
 if __name__ == "__main__":

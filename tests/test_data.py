@@ -117,11 +117,11 @@ def test_bad_samples_are_skipped_and_counted(tmp_path, tok):
         {"id": 6},
         {"id": 7, "conversations": conv(("Text only?", "Yes."), image=False)},
     ]
-    dm = datamodule(tmp_path, records, tok)
+    dm = datamodule(tmp_path, records, tok, max_skipped_fraction=1.0)
     dm.setup()
-    batch = Collator(tok.pad_token_id)([dm.dataset[i] for i in range(len(records))])
-    assert batch["skipped"] == {"missing_image": 1, "bad_image": 1, "unsafe_image_path": 1, "bad_role_order": 1,
-                                "no_conversations": 1}
+    assert dm.dataset.read_skipped == {"no_conversations": 1}  # judged by type when read
+    batch = Collator(tok.pad_token_id)([dm.dataset[i] for i in range(len(dm.dataset))])
+    assert batch["skipped"] == {"missing_image": 1, "bad_image": 1, "unsafe_image_path": 1, "bad_role_order": 1}
     assert batch["num_samples"] == 2
     assert batch["input_ids"].shape[0] == 2 and len(batch["pixel_values"]) == 2
     assert batch["pixel_values"][0].shape == (1, 3, 64, 64)  # only the sample with an image has pixels
@@ -146,7 +146,7 @@ def test_truncation_never_cuts_visual_tokens(tmp_path, tok):
     make_image(tmp_path / "a.png")
     long_answer = " ".join(["red square"] * 40)
     records = [{"id": 1, "image": "a.png", "conversations": conv(("Q?", long_answer))}]
-    dm = datamodule(tmp_path, records, tok, max_length=100, max_fully_masked_fraction=1.0)  # 128 visual tokens > 100
+    dm = datamodule(tmp_path, records, tok, max_length=100, max_skipped_fraction=1.0)  # 128 visual tokens > 100
     dm.setup()
     assert dm.dataset[0] == {"skip": "truncated_visual_tokens", "index": 0}
     dm = datamodule(tmp_path, records, tok, max_length=200)
@@ -161,7 +161,8 @@ def test_fully_masked_guard_refuses_to_train(tmp_path, tok):
     make_image(tmp_path / "a.png")
     records = [{"id": i, "image": "a.png", "conversations": conv(("Q " * 60, "A."))} for i in range(10)]
     dm = datamodule(tmp_path, records, tok, max_length=160, fusion="none")  # the question pushes every answer out
-    with pytest.raises(DataCheckError, match=r"10 of 10 checked samples .*vicuna_v1"):
+    with pytest.raises(DataCheckError, match=r"100.0% of the samples would be skipped.*10 of 10 checked records: "
+                                             r"fully_masked_after_truncation x10.*template 'vicuna_v1'"):
         dm.setup()
 
 

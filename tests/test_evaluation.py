@@ -20,6 +20,7 @@ from mof.evaluation.scoring import parse_options, parse_response, score
     ("(a)", "a"), ("a", "a"), ("A.", "a"), ("B", "b"), ("b) Sitting", "b"),
     ("The answer is (b) Sitting", "b"), ("The answer is b.", "b"), ("Option B", "b"),
     ("Sitting", "b"), ("the person is standing", "a"),
+    ("a\n\nExplanation: the person stands on (b) a box", "a"), ("(b)\nBecause", "b"),
     ("A dog is here", None), ("I cannot tell", None), ("Standing or sitting", None), ("", None),
 ])
 def test_parse_response(response, expected):
@@ -56,27 +57,50 @@ def write_mmvp(root, rows, with_images=True, pattern=False):
     return root
 
 
-def test_corrections_are_off_by_default_and_recorded(tmp_path):
-    rows = [[i, "Is the person standing?", "(a) Standing (b) Sitting", "(a)" if i % 2 else "(b)"] for i in range(99, 101)]
-    rows += [[279, "q", "(a) Standing (b) Sitting", "(a)"], [280, "q", "(a) Standing (b) Sitting", "(b)"]]
-    root = write_mmvp(tmp_path / "mmvp", rows)
+def published_rows(n=300):
+    """Rows 1..n; as in the published file, 99/100 and 279/280 carry the labels lmms-eval swaps."""
+    return [[i, "Is the person standing?", "(a) Standing (b) Sitting", "(a)" if i % 2 else "(b)"] for i in range(1, n + 1)]
+
+
+def test_corrections_are_off_by_default_and_match_lmms_eval(tmp_path):
+    root = write_mmvp(tmp_path / "mmvp", published_rows(), with_images=False)
     questions, applied = load_mmvp(root)
-    assert applied == {} and questions[1].answer == "(b)"
-    questions, applied = load_mmvp(root, corrections=True)
-    assert applied == {100: ["(b)", "(a)"], 280: ["(b)", "(a)"]}
-    assert [q.answer for q in questions] == ["(a)", "(a)", "(a)", "(a)"]
+    assert applied == {} and questions[99].answer == "(b)"
+    questions, applied = load_mmvp(root, corrections="lmms_eval")
+    assert sorted(applied) == [99, 100, 279, 280] and applied[100][:2] == ["(b)", "(a)"] and "lmms-eval" in applied[100][2]
+    assert [questions[i - 1].answer for i in (99, 100, 279, 280)] == ["(b)", "(a)", "(b)", "(a)"]
+    pairs = {(questions[i].answer, questions[i + 1].answer) for i in range(0, 300, 2)}
+    assert all(a != b for a, b in pairs)  # every pair keeps opposite answers
+    with pytest.raises(BenchmarkFormatError, match="benchmark.corrections: expected one of none, lmms_eval"):
+        load_mmvp(root, corrections="yes")
 
 
-def test_rescoring_saved_predictions_without_a_model(tmp_path):
-    preds = [{"index": 99, "answer": "(a)", "parsed": "a", "correct": True},
-             {"index": 100, "answer": "(b)", "parsed": "a", "correct": False}]
+def test_rescoring_parses_every_response_again(tmp_path):
+    options = "(a) Standing (b) Sitting"
+    preds = [{"index": 99, "answer": "(a)", "options": options, "response": "b\n\nExplanation: the person sits",
+              "parsed": None, "correct": False},
+             {"index": 100, "answer": "(b)", "options": options, "response": "The answer is (a) Standing",
+              "parsed": "b", "correct": True}]
     f = tmp_path / "predictions.jsonl"
     f.write_text("\n".join(json.dumps(p) for p in preds))
     plain = rescore(f, tmp_path / "plain")
-    fixed = rescore(f, tmp_path / "fixed", corrections=True)
-    assert plain["pair_accuracy"] == 0.0 and fixed["pair_accuracy"] == 100.0
-    assert fixed["corrections_applied"] == {"100": ["(b)", "(a)"]}
+    fixed = rescore(f, tmp_path / "fixed", corrections="lmms_eval")
+    assert plain["pair_accuracy"] == 0.0 and plain["num_correct_questions"] == 0  # stored parsed/correct ignored
+    assert fixed["pair_accuracy"] == 100.0 and fixed["corrections"] == "lmms_eval"
     assert json.loads((tmp_path / "fixed" / "results.json").read_text())["pair_accuracy"] == 100.0
+
+
+def test_rescoring_another_tools_predictions_with_the_benchmark(tmp_path):
+    root = write_mmvp(tmp_path / "mmvp", published_rows(4), with_images=False)
+    f = tmp_path / "other.jsonl"
+    f.write_text("\n".join(json.dumps({"index": i, "response": r}) for i, r in enumerate(["A", "(b) Sitting", "a", "c"], 1)))
+    results = rescore(f, tmp_path / "out", root=root)
+    assert results["num_correct_questions"] == 3 and results["pair_accuracy"] == 50.0 and results["unparsed"] == 1
+    with pytest.raises(BenchmarkFormatError, match="set benchmark.root"):
+        rescore(f, tmp_path / "out2")
+    f.write_text('{"index": 1, "response": "a"}\nnot json\n')
+    with pytest.raises(BenchmarkFormatError, match=r"other.jsonl:2: not valid JSON"):
+        rescore(f, tmp_path / "out3", root=root)
 
 
 def test_bad_benchmark_folders_give_clear_errors(tmp_path):

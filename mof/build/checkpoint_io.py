@@ -14,10 +14,12 @@ from unittest import mock
 
 import torch
 
+from ..errors import MofError
+
 _torch_load = torch.load  # the real one, also while DeepSpeed's loads are routed through this module
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MofError, ValueError):
     """A checkpoint that cannot be used; the message names the file."""
 
 

@@ -16,17 +16,17 @@ import copy
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from ..data.images import MofImageProcessor
+from ..console import setup_console
+from ..errors import MofError, exit_with
 from ..data.tokenizer import load_tokenizer
 from .checkpoint import rebuild_from_checkpoint
-from .checkpoint_io import CheckpointError
 from .stages import unwrap
 
 
-class ExportExistsError(FileExistsError):
+class ExportExistsError(MofError, FileExistsError):
     pass
 
 
@@ -78,11 +78,11 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="default: <run dir>/export-step<N>")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     a = p.parse_args(argv)
+    setup_console()
     try:
         out = export_checkpoint(a.checkpoint, a.out, a.overwrite)
-    except (CheckpointError, ExportExistsError) as e:
-        print(f"mof.build.export: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except MofError as e:
+        exit_with(e)
     print(f"exported to {out}")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from ..errors import MofError
 from ..model import MofConfig, MofForConditionalGeneration
 from .checkpoint_io import load_training_checkpoint
 from .stages import StagePlan, apply_stage
@@ -15,7 +16,7 @@ from .stages import StagePlan, apply_stage
 log = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
+class ConfigError(MofError, ValueError):
     """A wrong value in a run's configuration; the message names its key."""
 
 

@@ -43,7 +43,7 @@ def normalize_turns(conversations, has_image: bool) -> list[tuple[str, str]]:
     for i, turn in enumerate(conversations):
         if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
             raise ConversationError("bad_turn", f"turn {i} lacks 'from'/'value'")
-        role = ROLES.get(turn["from"])
+        role = ROLES.get(turn["from"]) if isinstance(turn["from"], str) else None
         expected = "user" if i % 2 == 0 else "assistant"
         if role != expected:
             raise ConversationError("bad_role_order", f"turn {i} is from {turn['from']!r}, expected {expected}")
@@ -65,6 +65,9 @@ def normalize_turns(conversations, has_image: bool) -> list[tuple[str, str]]:
 
 class Template:
     name = ""
+    # Data text is plain text: a literal `</s>` or `<pad>` in a turn is tokenised as characters, never as the
+    # control token. (Templates whose markup is itself special-token text, like chat templates, cannot.)
+    split_special_tokens = True
 
     def segments(self, turns, tokenizer):
         """Yield `(text | [ids], supervised)`. When `turns` ends with a user turn (a generation prompt), the
@@ -72,13 +75,15 @@ class Template:
         raise NotImplementedError
 
     def encode(self, turns, tokenizer, image_token_id: int, num_image_tokens: int) -> Encoded:
-        return _tokenize(self.segments(turns, tokenizer), tokenizer, image_token_id, num_image_tokens)
+        return _tokenize(self.segments(turns, tokenizer), tokenizer, image_token_id, num_image_tokens,
+                         self.split_special_tokens)
 
     def encode_prompt(self, turns, tokenizer, image_token_id: int, num_image_tokens: int) -> list[int]:
-        return _tokenize(self.segments(turns, tokenizer), tokenizer, image_token_id, num_image_tokens).input_ids
+        return _tokenize(self.segments(turns, tokenizer), tokenizer, image_token_id, num_image_tokens,
+                         self.split_special_tokens).input_ids
 
 
-def _tokenize(segments, tokenizer, image_token_id: int, num_image_tokens: int) -> Encoded:
+def _tokenize(segments, tokenizer, image_token_id: int, num_image_tokens: int, split_special_tokens: bool) -> Encoded:
     ids, labels = [], []
     for content, supervised in segments:
         if isinstance(content, str):
@@ -88,7 +93,7 @@ def _tokenize(segments, tokenizer, image_token_id: int, num_image_tokens: int) -
                 if k:
                     tokens += [image_token_id] * num_image_tokens
                 if piece:
-                    tokens += tokenizer.encode(piece, add_special_tokens=False)
+                    tokens += tokenizer.encode(piece, add_special_tokens=False, split_special_tokens=split_special_tokens)
         else:
             tokens = list(content)
         ids += tokens
@@ -142,6 +147,7 @@ class ChatTemplate(Template):
     end-of-turn markup, are supervised."""
 
     name = "chat_template"
+    split_special_tokens = False
 
     def __init__(self, system: str | None = None):
         self.system = system

@@ -8,16 +8,18 @@ from collections import Counter
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
+from ..errors import MofError
+
 from .collate import Collator
 from .conversation import ConversationError, get_template
 from .dataset import ConversationDataset
-from .images import MofImageProcessor
+from .images import ImageError, MofImageProcessor
 from .records import Source
 from .sampler import ModalityGroupedBatchSampler
 from .synthetic import generate, sources as synthetic_sources
 
 
-class DataCheckError(RuntimeError):
+class DataCheckError(MofError, RuntimeError):
     """The data would train on (almost) nothing; raised before any weight loads."""
 
 
@@ -28,16 +30,18 @@ class MofDataModule(pl.LightningDataModule):
         template: `plain`, `vicuna_v1` or `chat_template`.
         max_length: tokens per sample, visual tokens included (interleaving doubles them).
         image_mode: `pad` or `resize`; share_first: every encoder gets the first encoder's pixels.
-        mask_check_samples: how many records the start-up label check encodes;
-        max_fully_masked_fraction: above it, training refuses to start.
+        check_samples: how many records (spread over the data) the start-up check encodes and whose images it
+            resolves; check_decode_images: how many of those images it decodes;
+        max_skipped_fraction: above it (start-up check, or skips during training), training refuses to run.
+        max_image_pixels, max_aspect_ratio: larger images (padded size, with `pad`) are skipped as `image_too_large`.
         synthetic: arguments of `mof.data.synthetic.generate` (`out`, ...), to create the data on first use.
     """
 
     def __init__(self, sources: list | None = None, template: str = "vicuna_v1", batch_size: int = 8, num_workers: int = 2,
                  max_length: int = 2048, seed: int = 0, group_by_modality: bool = True, image_mode: str = "pad",
-                 share_first: bool = False, allow_outside_root: bool = False, mask_check_samples: int = 2000,
-                 max_fully_masked_fraction: float = 0.01, synthetic: dict | None = None,
-                 system_prompt: str | None = None, max_image_pixels: int = 50_000_000):
+                 share_first: bool = False, allow_outside_root: bool = False, check_samples: int = 2000,
+                 check_decode_images: int = 16, max_skipped_fraction: float = 0.01, synthetic: dict | None = None,
+                 system_prompt: str | None = None, max_image_pixels: int = 50_000_000, max_aspect_ratio: float = 100.0):
         super().__init__()
         self.synthetic = dict(synthetic) if synthetic else None
         if not sources and not self.synthetic:
@@ -53,10 +57,12 @@ class MofDataModule(pl.LightningDataModule):
         self.image_mode = image_mode
         self.share_first = share_first
         self.allow_outside_root = allow_outside_root
-        self.mask_check_samples = mask_check_samples
-        self.max_fully_masked_fraction = max_fully_masked_fraction
+        self.check_samples = check_samples
+        self.check_decode_images = check_decode_images
+        self.max_skipped_fraction = max_skipped_fraction
         self.system_prompt = system_prompt
         self.max_image_pixels = max_image_pixels
+        self.max_aspect_ratio = max_aspect_ratio
         self.dataset = None
         self._resume: dict | None = None
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -67,6 +73,7 @@ class MofDataModule(pl.LightningDataModule):
         self.tokenizer = tokenizer
         self.image_processor = MofImageProcessor.from_model_config(model_config, self.image_mode, self.share_first)
         self.image_processor.max_pixels = self.max_image_pixels
+        self.image_processor.max_aspect_ratio = self.max_aspect_ratio
         kwargs = {"system": self.system_prompt} if self.system_prompt is not None else {}
         self.template = get_template(self.template_name, **kwargs)
         return self
@@ -85,32 +92,51 @@ class MofDataModule(pl.LightningDataModule):
         self.lengths = self.dataset.modality_lengths()  # once: every loader's sampler groups by them
         if len(self.dataset) == 0:
             raise ValueError(f"data: no usable records in {[s.path for s in self.sources]} (skipped: {dict(self.dataset.read_skipped)})")
-        self.check_label_masking()
+        self.check_data()
 
-    def check_label_masking(self) -> dict:
-        """Encode a spread of records (text only) and refuse to train when too many supervise nothing."""
-        n = len(self.dataset)
-        step = max(1, n // max(1, self.mask_check_samples))
-        counts, example = Counter(), None
+    def check_data(self) -> dict:
+        """Before any weight loads: encode a spread of records, resolve (stat) every image among them and decode a
+        few, and refuse to train when more than `max_skipped_fraction` of them would be skipped."""
+        ds = self.dataset
+        n = len(ds)
+        step = max(1, n // max(1, self.check_samples))
+        counts, examples, decoded = Counter(), {}, 0
         for i in range(0, n, step):
             counts["checked"] += 1
+            record, _ = ds.records[i]
             try:
-                self.dataset.encode_text(i)
-            except ConversationError as e:
+                ds.encode_text(i)
+                if record.get("image"):
+                    path = ds.image_path(i)
+                    if not path.is_file():
+                        raise ImageError("missing_image", str(path))
+                    if decoded < self.check_decode_images:
+                        decoded += 1
+                        self.image_processor.load(path)
+            except (ConversationError, ImageError) as e:
                 counts[e.reason] += 1
-                if e.reason.startswith("fully_masked") and example is None:
-                    example = i
-        masked = counts["fully_masked"] + counts["fully_masked_after_truncation"]
-        fraction = masked / max(1, counts["checked"])
-        if fraction > self.max_fully_masked_fraction:
-            record, _ = self.dataset.records[example]
+                examples.setdefault(e.reason, (str(record)[:200], str(e)[:200]))
+        read = sum(ds.read_skipped.values())
+        skipped = sum(v for k, v in counts.items() if k != "checked")
+        read_fraction = read / (n + read)
+        fraction = read_fraction + (1 - read_fraction) * skipped / max(1, counts["checked"])
+        report = {**counts, "read_skipped": dict(ds.read_skipped), "skipped_fraction": fraction}
+        if fraction > self.max_skipped_fraction:
+            reasons = "; ".join(f"{k} x{v} (e.g. {examples[k][1]!r} in record {examples[k][0]})"
+                                for k, v in counts.most_common() if k != "checked")
+            read_reasons = ", ".join(f"{k} x{v}" for k, v in ds.read_skipped.most_common())
+            hint = ""
+            if any(k.startswith("fully_masked") for k in counts):
+                hint = (f" Fully masked samples mean template {self.template_name!r} does not fit tokenizer "
+                        f"{self.tokenizer.name_or_path!r} or this data, or max_length {self.max_length} cuts every answer.")
             raise DataCheckError(
-                f"{masked} of {counts['checked']} checked samples ({fraction:.1%}) have no supervised token with "
-                f"template {self.template_name!r}, tokenizer {self.tokenizer.name_or_path!r} and max_length {self.max_length}: "
-                f"the template does not fit this tokenizer or data, or max_length cuts every answer. "
-                f"Example record: {str(record)[:300]}"
-            )
-        return dict(counts)
+                f"data: {fraction:.1%} of the samples would be skipped (limit data.max_skipped_fraction="
+                f"{self.max_skipped_fraction}): {skipped} of {counts['checked']} checked records"
+                f"{': ' + reasons if reasons else ''}"
+                f"{'; while reading ' + str(read) + ' of ' + str(n + read) + ' records: ' + read_reasons if read else ''}."
+                f"{hint} Check data.sources (paths, image_root), the template and data.max_length (visual tokens: "
+                f"{self.model_config.num_visual_tokens}).")
+        return report
 
     def train_dataloader(self):
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)

@@ -76,6 +76,8 @@ class ConversationDataset(Dataset):
             pixels = self.image_processor.load(self.image_path(index)) if record.get("image") else None
         except (ConversationError, ImageError) as e:
             return {"skip": e.reason, "index": index}
+        except Exception as e:  # noqa: BLE001  one sample never stops an epoch; the reason names the error type
+            return {"skip": f"error_{type(e).__name__}", "index": index}
         return {"input_ids": torch.tensor(enc.input_ids), "labels": torch.tensor(enc.labels),
                 "pixel_values": pixels, "truncated": truncated, "index": index}
 

@@ -38,15 +38,29 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(path: str | Path, max_pixels: int = 50_000_000) -> Image.Image:
+def check_size(path, width: int, height: int, max_pixels: int, max_aspect_ratio: float, padded: bool) -> None:
+    """Refuse, before anything is allocated, an image whose decoded or padded size exceeds `max_pixels` or whose
+    sides differ more than `max_aspect_ratio` times."""
+    if width < 1 or height < 1:
+        raise ImageError("bad_image", f"{path} is {width}x{height}")
+    side = max(width, height)
+    pixels = side * side if padded else width * height
+    if pixels > max_pixels:
+        raise ImageError("image_too_large", f"{path} is {width}x{height}{' (padded to a square)' if padded else ''}: "
+                                            f"{pixels} pixels, limit {max_pixels}")
+    if side / min(width, height) > max_aspect_ratio:
+        raise ImageError("image_too_large", f"{path} is {width}x{height}: aspect ratio above {max_aspect_ratio}")
+
+
+def load_image(path: str | Path, max_pixels: int = 50_000_000, max_aspect_ratio: float = 100.0,
+               padded: bool = False) -> Image.Image:
     """Decode fully (so truncated files fail here, not later), apply EXIF orientation, convert to RGB."""
     path = Path(path)
     if not path.is_file():
         raise ImageError("missing_image", str(path))
     try:
         with Image.open(path) as img:
-            if img.width * img.height > max_pixels:
-                raise ImageError("image_too_large", f"{path} is {img.width}x{img.height} (limit {max_pixels} pixels)")
+            check_size(path, img.width, img.height, max_pixels, max_aspect_ratio, padded)
             img.load()
             img = ImageOps.exif_transpose(img)
             return to_rgb(img)
@@ -94,6 +108,7 @@ class MofImageProcessor:
     mode: str = "pad"
     share_first: bool = False
     max_pixels: int = 50_000_000
+    max_aspect_ratio: float = 100.0
 
     def __post_init__(self):
         if self.mode not in ("pad", "resize"):
@@ -122,7 +137,7 @@ class MofImageProcessor:
         return out
 
     def load(self, path) -> list[torch.Tensor]:
-        return self(load_image(path, self.max_pixels))
+        return self(load_image(path, self.max_pixels, self.max_aspect_ratio, padded=self.mode == "pad"))
 
     def save_pretrained(self, directory) -> None:
         d = asdict(self)

@@ -1,15 +1,22 @@
-"""Reading LLaVA-format files: a JSON list or JSONL of `{id, image?, conversations}` records."""
+"""Reading LLaVA-format files: a JSON list or JSONL of `{id, image?, conversations}` records.
+
+Every record is checked by type when read; one that does not fit is skipped and counted under a reason,
+never a crash mid-epoch. A file that is not such a list at all is a one-line error naming it.
+"""
 
 from __future__ import annotations
 
+import codecs
 import json
 import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import MofError
 
-class DataFormatError(ValueError):
+
+class DataFormatError(MofError, ValueError):
     pass
 
 
@@ -22,35 +29,77 @@ class Source:
     weight: float = 1.0
 
 
+def record_problem(record) -> str | None:
+    """The reason a record cannot be used, judged by its types alone; None when it is well formed."""
+    if not isinstance(record, dict):
+        return "not_an_object"
+    image = record.get("image")
+    if image is not None and (not isinstance(image, str) or not image.strip() or "\x00" in image):
+        return "bad_image_field"
+    turns = record.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        return "no_conversations"
+    if not all(isinstance(t, dict) and isinstance(t.get("from"), str) and isinstance(t.get("value"), str) for t in turns):
+        return "bad_turn"
+    return None
+
+
+def _text(path: Path) -> str:
+    raw = path.read_bytes()
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataFormatError(f"{path}: not UTF-8 text (invalid byte at offset {e.start}); expected a UTF-8 JSON list "
+                              "or JSONL file") from None
+
+
+def _json_lines(path: Path, text: str) -> tuple[list, Counter]:
+    records, skipped, first_error = [], Counter(), None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            skipped["invalid_json_line"] += 1
+            first_error = first_error or f"{path}:{lineno}: not valid JSON ({e.msg}); expected one JSON object per line"
+    if not records and first_error:
+        raise DataFormatError(first_error)
+    return records, skipped
+
+
 def read_records(path: str | Path) -> tuple[list[dict], Counter]:
-    """Records and the counts of lines/records skipped while reading (invalid JSONL lines, non-objects)."""
+    """Well-formed records, and the counts of lines/records skipped while reading, by reason."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: dataset file not found")
-    text = path.read_text(encoding="utf-8")
-    skipped = Counter()
-    if path.suffix == ".jsonl" or not text.lstrip().startswith("["):
-        records, first_error = [], None
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                skipped["invalid_json_line"] += 1
-                first_error = first_error or f"{path}:{lineno}: not valid JSON ({e.msg}); expected one JSON object per line"
-        if not records and first_error:
-            raise DataFormatError(first_error)
+    text = _text(path)
+    if not text.strip():
+        raise DataFormatError(f"{path}: empty file; expected a JSON list or JSONL of records")
+    if path.suffix == ".jsonl" or not text.lstrip().startswith(("[", "{")):
+        records, skipped = _json_lines(path, text)
     else:
         try:
-            records = json.loads(text)
+            records, skipped = json.loads(text), Counter()
         except json.JSONDecodeError as e:
-            raise DataFormatError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from e
-        if not isinstance(records, list):
-            raise DataFormatError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
-    kept = [r for r in records if isinstance(r, dict)]
-    if len(kept) < len(records):
-        skipped["not_an_object"] += len(records) - len(kept)
+            if text.lstrip().startswith("{"):  # JSONL in a .json file
+                records, skipped = _json_lines(path, text)
+            else:
+                raise DataFormatError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
+        else:
+            if not isinstance(records, list):
+                keys = f" with keys {sorted(records)[:5]}" if isinstance(records, dict) else ""
+                raise DataFormatError(f"{path}: expected a JSON list or JSONL of records, got a top-level "
+                                      f"{type(records).__name__}{keys}")
+    kept = []
+    for record in records:
+        problem = record_problem(record)
+        if problem:
+            skipped[problem] += 1
+        else:
+            kept.append(record)
     return kept, skipped
 
 

@@ -8,7 +8,7 @@ from ..data.conversation import IMAGE_PLACEHOLDER, get_template
 from ..data.images import ImageError
 from .loading import Loaded
 from .prompts import MCQ_SUFFIX, format_mcq_prompt
-from .scoring import parse_letter, parse_response
+from .scoring import parse_response
 
 
 def prompt_ids(loaded: Loaded, template, question: str, options: str, suffix: str | None) -> list[int]:
@@ -54,6 +54,6 @@ def answer(loaded: Loaded, questions, template_name: str, batch_size: int = 16, 
         for (q, base), response in zip(ready, responses):
             parsed = parse_response(response, q.options)
             predictions.append({**base, "response": response.strip(), "parsed": parsed,
-                                "correct": parsed is not None and parsed == parse_letter(q.answer), "error": None})
+                                "correct": parsed is not None and f"({parsed})" == q.answer, "error": None})
     predictions.sort(key=lambda p: p["index"])
     return predictions

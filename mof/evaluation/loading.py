@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..build.checkpoint import rebuild_from_checkpoint
+from ..build.checkpoint_io import CheckpointError
 from ..data.images import PROCESSOR_FILE, MofImageProcessor
 from ..data.tokenizer import load_tokenizer
 from ..model import MofForConditionalGeneration
@@ -50,7 +51,7 @@ def _from_lightning(path: Path) -> Loaded:
 
 def load_for_evaluation(checkpoint: str | Path, device: str | torch.device = "cpu") -> Loaded:
     path = Path(str(checkpoint))
-    if path.suffix == ".ckpt" and path.is_file():
+    if path.suffix == ".ckpt" and (path.is_file() or (path / "checkpoint").is_dir()):
         loaded = _from_lightning(path)
     elif (path / "config.json").is_file():
         model_type = json.loads((path / "config.json").read_text()).get("model_type")
@@ -59,10 +60,11 @@ def load_for_evaluation(checkpoint: str | Path, device: str | torch.device = "cp
         elif model_type == "llava":
             loaded = _from_llava(str(path))
         else:
-            raise ValueError(f"checkpoint {path}: model_type {model_type!r} is neither 'mof' nor 'llava'")
+            raise CheckpointError(f"checkpoint {path}: model_type {model_type!r} is neither 'mof' nor 'llava'")
     elif not path.exists() and "/" in str(checkpoint) and not str(checkpoint).startswith((".", "/")):
         loaded = _from_llava(str(checkpoint))  # a hub id: llava-hf/llava-1.5-7b-hf
     else:
-        raise FileNotFoundError(f"checkpoint {checkpoint}: expected a mof export folder, a .ckpt file, or a LLaVA folder")
+        raise CheckpointError(f"checkpoint {checkpoint}: expected a mof export folder, a .ckpt file, a DeepSpeed "
+                              "checkpoint folder, a llava-hf LLaVA folder or hub id")
     loaded.model.to(device).eval()
     return loaded

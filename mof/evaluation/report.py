@@ -91,7 +91,8 @@ def print_summary(results: dict) -> None:
     print(f"{results.get('benchmark')}: pair accuracy {results['pair_accuracy']:.1f}% "
           f"({results.get('num_correct_pairs', '?')}/{results.get('num_pairs')}), question accuracy "
           f"{results.get('question_accuracy', math.nan):.1f}%, unparsed {results.get('unparsed', 0)}, "
-          f"unanswerable {results.get('unanswerable', 0)}")
+          f"unanswerable {results.get('unanswerable', 0)}"
+          + (f", average over patterns {results['average']:.1f}%" if "average" in results else ""))
     for p, v in sorted((results.get("per_pattern") or {}).items()):
         print(f"  {p:<45} {v['pair_accuracy']:6.1f}% ({v.get('correct_pairs', '?')}/{v.get('pairs', '?')})")
 

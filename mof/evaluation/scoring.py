@@ -13,17 +13,16 @@ def parse_options(options: str) -> dict[str, str]:
     return {m.group(1).lower(): m.group(2).strip() for m in _OPTION.finditer(options)}
 
 
-def parse_letter(answer: str) -> str | None:
-    m = re.search(r"\(?\s*([a-z])\s*\)?", answer.strip(), re.IGNORECASE)
-    return m.group(1).lower() if m else None
-
-
 def parse_response(response: str, options: str) -> str | None:
     """The option letter a response picks, or None. Handles `(a)`, `a`, `A.`, `The answer is (b) Sitting`,
     or the text of exactly one option."""
     opts = parse_options(options)
     letters = "".join(opts) or "ab"
     text = response.strip()
+    first_line = text.splitlines()[0].strip() if text else ""
+    bare = re.fullmatch(rf"\(?([{letters}])\)?[.):,]?", first_line, re.IGNORECASE)
+    if bare:  # `a`, `(b)`, `A.` alone on the first line, whatever explanation follows
+        return bare.group(1).lower()
     patterns = (
         rf"^\(([{letters}])\)",                              # (a) ...
         rf"^([{letters}])(?:[.):,]|\s*$)",                     # a / A. / b) ...

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import MofError
 
-class WeightsNotFoundError(FileNotFoundError):
+
+class WeightsNotFoundError(MofError, FileNotFoundError):
     pass
 
 

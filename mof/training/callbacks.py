@@ -10,6 +10,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+from ..errors import MofError
+
 
 class ThroughputMonitor(pl.Callback):
     """tokens/s and samples/s over the last logging window, on the progress bar and in the logger."""
@@ -44,14 +46,22 @@ class GradNormMonitor(pl.Callback):
 
 
 class SkippedSamples(pl.Callback):
-    """Counts the samples the data pipeline skipped, by reason (a bad sample never stops training)."""
+    """Counts the samples the data pipeline skipped, by reason (a bad sample never stops training), and those
+    trained on; `read_skipped`: the records skipped while reading the files, counted once."""
 
-    def __init__(self):
-        self.counts = Counter()
+    def __init__(self, read_skipped: dict | None = None):
+        self.counts = Counter(read_skipped or {})
+        self.trained = 0
         self.truncated = 0
+
+    @property
+    def fraction(self) -> float:
+        skipped = sum(self.counts.values())
+        return skipped / max(1, skipped + self.trained)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.counts.update(batch.get("skipped", {}))
+        self.trained += int(batch.get("num_samples", 0))
         self.truncated += int(batch.get("truncated", 0))
         if (batch_idx + 1) % trainer.log_every_n_steps == 0:
             metrics = {f"data/skipped/{k}": float(v) for k, v in self.counts.items()}
@@ -60,23 +70,38 @@ class SkippedSamples(pl.Callback):
             module.log_dict(metrics, rank_zero_only=True)
 
     def state_dict(self):
-        return {"counts": dict(self.counts), "truncated": self.truncated}
+        return {"counts": dict(self.counts), "trained": self.trained, "truncated": self.truncated}
 
     def load_state_dict(self, state):
         self.counts = Counter(state.get("counts", {}))
+        self.trained = state.get("trained", 0)
         self.truncated = state.get("truncated", 0)
 
 
-class StopAtStep(pl.Callback):
-    """Stop after `step` optimizer steps as if interrupted (the schedule still spans the whole run):
-    for training in chunks on time-limited jobs, then `resume=auto`."""
+class GracefulStop(MofError):
+    """Training stopped at a step boundary after writing a resumable checkpoint (`stop_at_step`, SIGTERM)."""
 
-    def __init__(self, step: int):
-        self.step = step
+    def __init__(self, reason: str, checkpoint: str, step: int):
+        super().__init__(f"{reason}: stopped at global step {step}; checkpoint {checkpoint} (continue with resume=auto)")
+        self.reason, self.checkpoint, self.step = reason, checkpoint, step
+
+
+class StopAndSave(pl.Callback):
+    """At a step boundary, on SIGTERM (SLURM preemption, a scheduler's kill) or after `stop_at_step` steps, write
+    `last.ckpt` from the mid-epoch state (loops, sampler position, RNG) and stop: `resume=auto` then continues
+    exactly where this stopped, whatever the periodic checkpoint interval."""
+
+    def __init__(self, checkpoint: Path, stop_at_step: int | None = None):
+        self.checkpoint = Path(checkpoint)
+        self.stop_at_step = stop_at_step
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
+        reason = ("SIGTERM" if trainer.received_sigterm
+                  else "stop_at_step" if self.stop_at_step and trainer.global_step >= self.stop_at_step else None)
+        if reason is None or trainer.global_step >= trainer.max_steps > 0:
+            return
+        trainer.save_checkpoint(self.checkpoint)
+        raise GracefulStop(reason, str(self.checkpoint), trainer.global_step)
 
 
 class ZeroPartitionReport(pl.Callback):

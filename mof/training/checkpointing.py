@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -10,6 +11,10 @@ import numpy as np
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from ..build.checkpoint_io import CheckpointError, load_checkpoint_file
+
+log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -51,13 +56,36 @@ def restore_rng_states(states: dict) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
 
 
+def _loadable(path: Path) -> str | None:
+    """None when `path` reads as a checkpoint, else why not (a DeepSpeed folder only needs its tag files)."""
+    if path.is_dir():
+        latest = path / "latest"
+        ok = latest.is_file() and (path / latest.read_text().strip()).is_dir()
+        return None if ok else "a DeepSpeed checkpoint folder without its 'latest' tag"
+    try:
+        load_checkpoint_file(path)
+    except CheckpointError as e:
+        return str(e)
+    return None
+
+
 def resolve_resume(resume, run_dir: Path) -> str | None:
-    """`None`, `auto` (the run directory's last checkpoint, if any) or a path."""
+    """`None`, `auto` (the run directory's newest loadable checkpoint, if any) or a path."""
     if resume in (None, "", "null"):
         return None
-    if resume == "auto":
-        last = run_dir / "checkpoints" / "last.ckpt"
-        return str(last) if last.exists() else None
-    if not Path(resume).exists():
-        raise FileNotFoundError(f"resume: no checkpoint at {resume!r}")
-    return str(resume)
+    if resume != "auto":
+        if not Path(resume).exists():
+            raise FileNotFoundError(f"resume: no checkpoint at {resume!r}")
+        return str(resume)
+    folder = run_dir / "checkpoints"
+    last = folder / "last.ckpt"
+    candidates = [last] if last.exists() else []
+    candidates += sorted((p for p in folder.glob("*.ckpt") if p != last), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in candidates:
+        problem = _loadable(path)
+        if problem is None:
+            return str(path)
+        log.warning("resume=auto: skipping %s (%s)", path, problem)
+    if candidates:
+        raise CheckpointError(f"resume=auto: no loadable checkpoint in {folder} (tried {', '.join(map(str, candidates))})")
+    return None

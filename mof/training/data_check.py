@@ -17,7 +17,9 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from ..console import setup_console
 from ..data import IGNORE_INDEX, load_tokenizer
+from ..errors import MofError, exit_with
 from .from_config import model_config_from
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
@@ -67,7 +69,7 @@ def scan(datamodule) -> tuple[dict, dict | None]:
 def check(cfg) -> dict:
     model_config = model_config_from(cfg)
     tokenizer = load_tokenizer(cfg.model.tokenizer)
-    dm = instantiate(cfg.data, max_fully_masked_fraction=1.0).bind(model_config, tokenizer)  # report, don't refuse
+    dm = instantiate(cfg.data, max_skipped_fraction=1.0).bind(model_config, tokenizer)  # report, don't refuse
     dm.setup()
     report, example = scan(dm)
     out = Path(cfg.paths.output_dir)
@@ -83,7 +85,11 @@ def check(cfg) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig):
-    check(cfg)
+    setup_console()
+    try:
+        check(cfg)
+    except MofError as e:
+        exit_with(e)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ from ..build.stages import log_parameter_report
 from ..data import load_tokenizer
 from ..evaluation.benchmarks.synthetic import synthetic_benchmark_root
 from ..evaluation.run import evaluate_mcq
-from .callbacks import GradNormMonitor, SkippedSamples, StopAtStep, ThroughputMonitor, ZeroPartitionReport
+from ..errors import MofError, exit_with
+from .callbacks import GracefulStop, GradNormMonitor, SkippedSamples, StopAndSave, ThroughputMonitor, ZeroPartitionReport
 from .checkpointing import AtomicCheckpointIO, resolve_resume
+from ..build import ConfigError
 from .config_check import validate
 from .deepspeed_strategy import gathered_params
 from .from_config import build_model_from_cfg, model_config_from, run_info
@@ -27,6 +29,10 @@ from .module import MofLitModule
 from .strategies import build_strategy
 
 log = logging.getLogger(__name__)
+
+
+class TrainingFailed(MofError, RuntimeError):
+    """The run trained on (almost) nothing: no export is written."""
 
 
 def _precision(cfg, accelerator: str) -> str:
@@ -72,7 +78,7 @@ def train(cfg: DictConfig) -> dict:
     tokenizer = load_tokenizer(cfg.model.tokenizer)
     vocab = model_config.text_config.vocab_size
     if len(tokenizer) > vocab and not cfg.model.load_pretrained:
-        raise ValueError(f"model.config.vocab_size={vocab} is smaller than the tokenizer ({len(tokenizer)} tokens)")
+        raise ConfigError(f"model.config.vocab_size: {vocab} is smaller than the tokenizer ({len(tokenizer)} tokens)")
     datamodule = instantiate(cfg.data).bind(model_config, tokenizer)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -88,10 +94,9 @@ def train(cfg: DictConfig) -> dict:
     checkpoint = pl.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False, save_last=True,
         every_n_train_steps=ck.every_n_train_steps, save_top_k=ck.save_top_k, monitor=ck.monitor, mode="min")
-    skipped = SkippedSamples()
-    callbacks = [checkpoint, ThroughputMonitor(), GradNormMonitor(), skipped]
-    if cfg.get("stop_at_step"):
-        callbacks.append(StopAtStep(int(cfg.stop_at_step)))
+    skipped = SkippedSamples(datamodule.dataset.read_skipped)
+    stop_at_step = int(cfg.stop_at_step) if cfg.get("stop_at_step") else None
+    callbacks = [checkpoint, ThroughputMonitor(), GradNormMonitor(), skipped, StopAndSave(ckpt_dir / "last.ckpt", stop_at_step)]
     if cfg.strategy.name.startswith("deepspeed"):
         callbacks.append(ZeroPartitionReport(run_dir))
     logger = _logger(cfg, run_dir)
@@ -109,12 +114,22 @@ def train(cfg: DictConfig) -> dict:
         plugins=[AtomicCheckpointIO()] if not cfg.strategy.name.startswith("deepspeed") else None)
     if trainer.is_global_zero:
         (run_dir / "parameters.txt").write_text(log_parameter_report(model) + "\n")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume(cfg.resume, run_dir), weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume(cfg.resume, run_dir), weights_only=True)
+    except GracefulStop as stop:
+        if stop.reason != "stop_at_step":
+            raise  # preempted: the checkpoint is written, the exit status says the run is not finished
+        log.info("%s", stop)
+        return _metrics(trainer, skipped)  # a chunk of a run: no export yet
 
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
-    metrics["data/skipped_total"] = float(sum(skipped.counts.values()))
-    if cfg.get("stop_at_step") and trainer.global_step < trainer.max_steps:
-        return metrics  # an interrupted chunk: no export yet
+    metrics = _metrics(trainer, skipped)
+    bound = float(cfg.data.get("max_skipped_fraction", 0.01))
+    if trainer.global_step == 0:
+        raise TrainingFailed(f"training took no optimizer step (skipped samples: {dict(skipped.counts)}); no export written")
+    if skipped.fraction > bound:
+        raise TrainingFailed(
+            f"{skipped.fraction:.1%} of the samples were skipped during training (limit data.max_skipped_fraction="
+            f"{bound}): {dict(skipped.counts)}; no export written. Fix the data, or raise the limit knowingly.")
     if cfg.export or cfg.evaluate_after:
         export_dir = export_after_training(trainer, module, tokenizer, datamodule.image_processor, run_dir / "export")
         if trainer.is_global_zero and cfg.evaluate_after == "synthetic":
@@ -149,13 +164,24 @@ def export_after_training(trainer, module, tokenizer, image_processor, out: Path
     return out
 
 
+def _metrics(trainer, skipped: SkippedSamples) -> dict:
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    metrics.update({f"data/skipped/{k}": float(v) for k, v in skipped.counts.items()})
+    metrics["data/skipped_total"] = float(sum(skipped.counts.values()))
+    metrics["data/trained_samples"] = float(skipped.trained)
+    return metrics
+
+
 def run(cfg: DictConfig):
-    """The Hydra entry point's body: in a multirun, a failed job is recorded and the sweep goes on."""
+    """The Hydra entry point's body: in a multirun, a failed job is recorded and the sweep goes on; otherwise an
+    error about the user's input is one line on stderr and exit status 2 (3 for a preempted run)."""
     multirun = _multirun() is not None
     try:
         metrics = train(cfg)
     except Exception as e:
         if not multirun:
+            if isinstance(e, MofError):
+                exit_with(e, 3 if isinstance(e, GracefulStop) else 2)
             raise
         log.error("job failed: %s", e)
         (Path(cfg.paths.output_dir) / "error.txt").write_text(traceback.format_exc())

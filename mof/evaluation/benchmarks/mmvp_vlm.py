@@ -22,6 +22,10 @@ from .mmvp import BenchmarkFormatError, find_layout
 from ..report import print_summary, write_report
 
 IMAGE_DIRS = ("MMVP_VLM_Images", "MLLM_VLM Images")
+# The original script's names of the nine patterns, in file order (15 pairs each).
+CATEGORIES = ("Orientation and Direction", "Presence of Specific Features", "State and Condition", "Quantity and Count",
+              "Positional and Relational Context", "Color and Appearance", "Structural Characteristics", "Texts",
+              "Viewpoint and Perspective")
 LAYOUT = ("expected:\n  DIR/Questions.csv   (columns: question id, type, statement)\n"
           "  DIR/MMVP_VLM_Images/<type>/<id>.jpg\n"
           "MMVP-VLM is published on the Hugging Face hub as the dataset MMVP/MMVP_VLM.")
@@ -92,13 +96,16 @@ def evaluate_vlm(checkpoint: str, root, out_dir, batch_size: int = 32, device="c
         per_pattern[q1["type"]]["correct_pairs"] += correct
         predictions.append({"ids": [q1["id"], q2["id"]], "type": q1["type"], "similarity": sim.tolist(),
                             "picks": picks, "correct": correct, "error": None})
-    for stats in per_pattern.values():
+    for k, (folder, stats) in enumerate(per_pattern.items()):
         stats["pair_accuracy"] = 100.0 * stats["correct_pairs"] / max(1, stats["pairs"])
+        stats["category"] = CATEGORIES[k] if len(per_pattern) == len(CATEGORIES) else folder
     scores = [v["pair_accuracy"] for v in per_pattern.values()]
+    pairs = sum(v["pairs"] for v in per_pattern.values())
+    correct = sum(v["correct_pairs"] for v in per_pattern.values())
     results = {"benchmark": "mmvp_vlm", "checkpoint": str(checkpoint), "root": str(root),
-               "pair_accuracy": sum(scores) / max(1, len(scores)),  # the paper's average over patterns
-               "num_pairs": sum(v["pairs"] for v in per_pattern.values()),
-               "num_correct_pairs": sum(v["correct_pairs"] for v in per_pattern.values()),
+               "pair_accuracy": 100.0 * correct / max(1, pairs),  # as everywhere: correct pairs / pairs
+               "average": sum(scores) / max(1, len(scores)),  # the paper's number: the mean over the patterns
+               "num_pairs": pairs, "num_correct_pairs": correct,
                "unanswerable": sum(bool(p["error"]) for p in predictions), "per_pattern": dict(per_pattern)}
     with open(out_dir / "predictions.jsonl", "w") as f:
         for p in predictions:

@@ -1,0 +1,33 @@
+"""A console a person can read: each message once, on stderr (stdout carries results only), without adverts or
+library warnings that do not concern a user of mof. Entry points call `setup_console()` first."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+
+class _Drop(logging.Filter):
+    def __init__(self, *prefixes: str):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def setup_console() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import lightning.pytorch  # noqa: F401  (adds its own handler at import: removed below)
+    import transformers
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # one handler, the root's (Hydra's), prints them
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_Drop("💡 Tip"))
+    logging.getLogger("DeepSpeed").addFilter(_Drop("Setting accelerator to CPU"))  # DeepSpeed logs to stdout
+    transformers.utils.logging.disable_progress_bar()  # weight loading/saving bars; training's bar stays
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
