@@ -117,3 +117,30 @@ def test_zero3_frozen_towers_stay_out_of_optimizer_and_checkpoint(tmp_path, data
     init = MofForConditionalGeneration(MofConfig.from_pretrained(tmp_path / "export")).state_dict()
     for k in ("language_model.model.layers.0.self_attn.q_proj.weight", "vision_encoders.1.tower.embeddings.cls_token"):
         assert torch.equal(export[k], init[k]), k
+
+
+def test_skipped_batches_keep_ddp_ranks_in_step(tmp_path):
+    """12 of 16 images missing, one sample per rank: some global batches have one empty rank (it joins the
+    gradient exchange with zero gradients), some have two (no update on either). The run must neither hang nor
+    diverge between ranks, and only batches with a sample count as trained."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    records = []
+    for i in range(16):
+        if i % 4 == 0:
+            Image.new("RGB", (32, 32), (i * 10, 0, 0)).save(data / "images" / f"{i}.png")
+        records.append({"id": i, "image": f"{i}.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "Red."}]})
+    (data / "train.json").write_text(json.dumps(records))
+    own = [o for o in FAST if not o.startswith(("data.synthetic", "synthetic_benchmark"))]
+    run_script(["train.py", *own, "data=default", "evaluate_after=null", "logger=csv", "strategy=ddp", "trainer.devices=2",
+                "data.batch_size=1", "trainer.max_epochs=1", "data.max_skipped_fraction=1.0",
+                f"paths.data_dir={data}", f"hydra.run.dir={tmp_path / 'run'}"], timeout=300)
+    ckpt = load_training_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    # 8 global batches (Lightning counts each); only those with a sample updated the model and the optimizer
+    assert ckpt["global_step"] == 8 and 2 <= ckpt["trained_batches"] < 8
+    adam_steps = {int(s["step"]) for s in ckpt["optimizer_states"][0]["state"].values()}
+    assert adam_steps == {ckpt["trained_batches"]}
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())

@@ -32,9 +32,12 @@ def load_checkpoint_file(path: str | Path, allowed_globals: list | None = None) 
                 return _torch_load(path, map_location="cpu", weights_only=True)
         return _torch_load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        refused = str(e).split("\n\n")[0].splitlines()
-        detail = next((line for line in refused if "GLOBAL" in line or "Unsupported" in line), refused[0] if refused else "")
-        raise CheckpointError(f"{path}: refused to load: it holds Python objects that could run code ({detail.strip()})") from None
+        lines = [line.strip() for line in str(e).splitlines()]
+        refused = next((line for line in lines if "GLOBAL" in line), None)
+        if refused:
+            raise CheckpointError(f"{path}: refused to load: it holds Python objects that could run code ({refused})") from None
+        detail = next((line for line in lines if line.startswith(("Unsupported", "Unpickler error", "invalid"))), "")
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a PyTorch file: {detail or 'unpickling failed'})") from None
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file") from None
     except (RuntimeError, EOFError, OSError) as e:

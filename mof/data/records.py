@@ -78,13 +78,13 @@ def read_records(path: str | Path) -> tuple[list[dict], Counter]:
     text = _text(path)
     if not text.strip():
         raise DataFormatError(f"{path}: empty file; expected a JSON list or JSONL of records")
-    if path.suffix == ".jsonl" or not text.lstrip().startswith(("[", "{")):
+    if path.suffix == ".jsonl":
         records, skipped = _json_lines(path, text)
     else:
         try:
             records, skipped = json.loads(text), Counter()
         except json.JSONDecodeError as e:
-            if text.lstrip().startswith("{"):  # JSONL in a .json file
+            if not text.lstrip().startswith("["):  # JSONL in a file not named .jsonl
                 records, skipped = _json_lines(path, text)
             else:
                 raise DataFormatError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None

@@ -100,6 +100,8 @@ class StopAndSave(pl.Callback):
                   else "stop_at_step" if self.stop_at_step and trainer.global_step >= self.stop_at_step else None)
         if reason is None or trainer.global_step >= trainer.max_steps > 0:
             return
+        if trainer.checkpoint_callback is not None:
+            trainer.checkpoint_callback.last_model_path = str(self.checkpoint)
         trainer.save_checkpoint(self.checkpoint)
         raise GracefulStop(reason, str(self.checkpoint), trainer.global_step)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 
 from ..errors import MofError
-from .checkpointing import restore_rng_states, rng_states, trainable_state
+from .checkpointing import restore_rng_states, rng_states, set_aside_unverified_last, trainable_state
 from .optim import build_optimizer
 
 
@@ -34,6 +35,10 @@ class MofLitModule(pl.LightningModule):
         self.scheduler_cfg = dict(scheduler or {})
         self.run_info = dict(run_info or {})
         self.strict_loading = False  # resume checkpoints hold the trainable weights only
+        # Batches that updated the model; a global batch whose every sample was skipped updates nothing.
+        self.trained_batches = 0
+        self._samples_since_step = 0
+        self.last_saved_step = None
 
     def forward(self, **batch):
         return self.model(**batch)
@@ -41,8 +46,10 @@ class MofLitModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         n = batch.get("num_samples", 0)
         n_global = int(self._sum_over_ranks(torch.tensor(float(n), device=self.device)))
-        if n_global == 0:
-            return None  # every sample on every rank was skipped (and counted): no update, on all ranks alike
+        self._samples_since_step += n_global
+        if n_global == 0:  # every sample on every rank was skipped (and counted): see optimizer_step
+            return self._zero_loss()
+        self.trained_batches += 1
         if n:
             loss = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                               pixel_values=batch.get("pixel_values"), labels=batch["labels"]).loss
@@ -53,11 +60,26 @@ class MofLitModule(pl.LightningModule):
         if not torch.isfinite(mean):
             raise NonFiniteLossError(
                 f"non-finite loss ({mean.item()}) at global step {self.global_step}, batch {batch_idx}: training stopped, "
-                f"nothing of this step was saved. Last checkpoint with finite weights: {self.last_finite_checkpoint()}. "
-                "Resume from it with a lower stage.optimizer.lr (the current config's learning rates apply on resume), "
-                "or check the data.")
+                f"nothing of this step was saved. Last checkpoint of a state with finite loss and weights: "
+                f"{self.last_good_checkpoint()}. Resume from it (resume=auto) with a lower stage.optimizer.lr (the "
+                "current config's learning rates apply on resume), or check the data.")
         self.log("train/loss", mean, prog_bar=True, batch_size=n_global)
         return loss
+
+    def _skips_empty_steps(self) -> bool:
+        # DeepSpeed's engine expects a step after each backward: there an empty batch takes a zero-gradient step.
+        return "zero_optimization" not in (getattr(self.trainer.strategy, "config", None) or {})
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        """No update when every sample since the last step was skipped on every rank: weights and optimizer state
+        stay as they were (all ranks decide alike from the global sample count). Lightning still counts the step,
+        and the schedule follows Lightning's count."""
+        if not self._skips_empty_steps():
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        loss = optimizer_closure()  # training_step and backward, on every rank
+        empty, self._samples_since_step = self._samples_since_step == 0, 0
+        if not empty:
+            optimizer.step(closure=lambda: loss)
 
     def _sum_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
         if self.trainer.world_size == 1:
@@ -78,9 +100,17 @@ class MofLitModule(pl.LightningModule):
         self.configured_lrs = list(scheduler.base_lrs)  # before a resume restores the stored ones
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def last_finite_checkpoint(self) -> str:
+    def last_good_checkpoint(self) -> str:
+        """The newest checkpoint whose state gave a finite loss. The state just saved is not known good until a
+        step computed a loss from it: when that loss is non-finite, its checkpoint is set aside."""
         callback = self.trainer.checkpoint_callback
-        return (getattr(callback, "last_model_path", "") or "none yet") if callback else "none"
+        folder = Path(callback.dirpath) if callback is not None and callback.dirpath else None
+        if folder is None:
+            return "none"
+        good = folder / "last.ckpt"
+        if self.last_saved_step == self.global_step and self.trainer.is_global_zero and good.is_file():
+            good = set_aside_unverified_last(folder, self.global_step)
+        return str(good) if good is not None and good.exists() else "none yet"
 
     def _weights_finite(self) -> bool:
         finite = all(torch.isfinite(getattr(p, "ds_tensor", p)).all() for p in self.model.parameters() if p.requires_grad)
@@ -105,13 +135,16 @@ class MofLitModule(pl.LightningModule):
         if not self._weights_finite():
             raise NonFiniteLossError(
                 f"the trainable weights became non-finite at global step {self.global_step}: no checkpoint is written "
-                f"from this state. Last checkpoint with finite weights: {self.last_finite_checkpoint()}. Resume from it "
+                f"from this state. Last checkpoint of a state with finite loss and weights: {self.last_good_checkpoint()}. Resume from it "
                 "with a lower stage.optimizer.lr.")
         if "state_dict" in checkpoint:  # DeepSpeed keeps its own shards and leaves none here
             checkpoint["state_dict"] = trainable_state(self, checkpoint["state_dict"])
         checkpoint["rng_states"] = rng_states()
+        checkpoint["trained_batches"] = self.trained_batches
+        self.last_saved_step = checkpoint.get("global_step", self.global_step)
         checkpoint["mof"] = self.run_info
 
     def on_load_checkpoint(self, checkpoint):
         if "rng_states" in checkpoint:
             restore_rng_states(checkpoint["rng_states"])
+        self.trained_batches = int(checkpoint.get("trained_batches", checkpoint.get("global_step", 0)))

@@ -93,6 +93,7 @@ def train(cfg: DictConfig) -> dict:
     ck = cfg.checkpoint
     checkpoint = pl.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False, save_last=True,
+        enable_version_counter=False,  # last.ckpt is replaced, never joined by a last-v1.ckpt that resume=auto misses
         every_n_train_steps=ck.every_n_train_steps, save_top_k=ck.save_top_k, monitor=ck.monitor, mode="min")
     skipped = SkippedSamples(datamodule.dataset.read_skipped)
     stop_at_step = int(cfg.stop_at_step) if cfg.get("stop_at_step") else None
@@ -124,8 +125,9 @@ def train(cfg: DictConfig) -> dict:
 
     metrics = _metrics(trainer, skipped)
     bound = float(cfg.data.get("max_skipped_fraction", 0.01))
-    if trainer.global_step == 0:
-        raise TrainingFailed(f"training took no optimizer step (skipped samples: {dict(skipped.counts)}); no export written")
+    if module.trained_batches == 0:
+        raise TrainingFailed(f"training took no optimizer step: every batch was skipped ({dict(skipped.counts)}); "
+                             "no export written")
     if skipped.fraction > bound:
         raise TrainingFailed(
             f"{skipped.fraction:.1%} of the samples were skipped during training (limit data.max_skipped_fraction="

@@ -1,0 +1,441 @@
+"""mof as a hostile user meets it: bad records, bad files, bad configs, malicious checkpoints, bad benchmark files,
+blow-ups and kills. Each case asserts its outcome: a one-line error naming the file or key, skipped and counted,
+or correct. 0 crashes, 0 silent wrong results, 0 code executions, 0 data lost."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import FAST, ROOT, compose_cfg, run_script, train_cfg
+from hostile_corpus import FILES, RECORDS, write_images
+from mof import tiny_config
+from mof.build import CheckpointError, load_checkpoint_file
+from mof.build.export import ExportExistsError, export_checkpoint
+from mof.data import DataCheckError, MofImageProcessor, get_template, load_tokenizer
+from mof.data.dataset import ConversationDataset
+from mof.data.records import DataFormatError, Source, read_records
+from mof.evaluation.benchmarks.mmvp import BenchmarkFormatError, load_mmvp
+from mof.training.checkpointing import resolve_resume
+from mof.training.data_check import scan
+from mof.training.module import NonFiniteLossError
+from mof.training.run import TrainingFailed, train
+
+IMG = 3
+OWN_DATA = [o for o in FAST if not o.startswith(("data.synthetic", "synthetic_benchmark"))] + ["data=default",
+                                                                                              "evaluate_after=null"]
+
+
+def own_data_cfg(run_dir, data_dir, overrides=()):
+    return compose_cfg("train", run_dir, data_dir, [*OWN_DATA, *overrides])
+
+
+def outcome_id(expected) -> str:
+    return "correct" if expected == "ok" or isinstance(expected, dict) else (
+        "clean_error" if str(expected).startswith("error:") else "skipped")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def corpus_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    write_images(root / "images")
+    return root
+
+
+def dataset_of(root: Path, records: list, tok, max_length=512) -> ConversationDataset:
+    path = root / f"{uuid.uuid4().hex}.json"
+    path.write_text(json.dumps(records))
+    config = tiny_config()
+    return ConversationDataset([Source(str(path), str(root / "images"))], tok, get_template("vicuna_v1"),
+                               MofImageProcessor.from_model_config(config), IMG, config.num_visual_tokens, max_length)
+
+
+# ----------------------------------------------------------------------------- 1. every record kind
+@pytest.mark.parametrize("name,record,expected", RECORDS, ids=[f"{outcome_id(e)}-{n}" for n, _, e in RECORDS])
+def test_record(corpus_root, tok, name, record, expected):
+    ds = dataset_of(corpus_root, [record], tok)
+    if ds.read_skipped:
+        assert ds.read_skipped == {expected: 1} and len(ds) == 0
+        return
+    item = ds[0]
+    assert item.get("skip", "ok") == expected, item
+    if expected != "ok":
+        return
+    ids, labels = item["input_ids"], item["labels"]
+    has_image = bool(record.get("image"))
+    assert int((ids == IMG).sum()) == (128 if has_image else 0)
+    assert (labels != -100).any()
+    assert (item["pixel_values"] is not None) == has_image
+    if has_image:
+        assert [tuple(p.shape) for p in item["pixel_values"]] == [(3, 64, 64), (3, 64, 64)]
+    if name in ("literal_eos_in_an_answer", "literal_pad_in_a_question"):
+        # the control tokens appear only where the template puts them, never from the text
+        assert int((ids == tok.eos_token_id).sum()) == 1 and int((ids == tok.pad_token_id).sum()) == 0
+        assert "</s>" in tok.decode(ids[:-1]) or "<pad>" in tok.decode(ids)
+    if name == "long_answer_truncated":
+        assert item["truncated"] and len(ids) == 512
+
+
+def test_exif_rotation_and_transparency_are_applied(corpus_root):
+    from mof.data.images import load_image
+
+    assert load_image(corpus_root / "images" / "rotated.jpg").size == (20, 40)
+    r, g_, b = load_image(corpus_root / "images" / "rgba.png").getpixel((0, 0))
+    assert r == 255 and 120 < g_ < 135  # half-transparent red over white
+
+
+def test_whole_corpus_mixed_into_good_data_data_check_and_a_full_epoch(tmp_path, corpus_root, tok):
+    """Every bad record counted once, under its reason, by the data check and by one real epoch of training."""
+    good = [r for _, r, e in RECORDS if e == "ok"]
+    records = [r for _, r, _ in RECORDS] + good * 2
+    (corpus_root / "train.json").write_text(json.dumps(records))
+    expected = Counter(e for _, _, e in RECORDS if e != "ok")
+    n_ok = len(records) - sum(expected.values())
+    cfg = own_data_cfg(tmp_path, corpus_root, ["data.max_skipped_fraction=1.0", "data.batch_size=8",
+                                               "trainer.max_epochs=1", "export=false"])
+    from hydra.utils import instantiate
+
+    from mof.training.from_config import model_config_from
+
+    dm = instantiate(cfg.data).bind(model_config_from(cfg), tok)
+    dm.setup()
+    report, _ = scan(dm)
+    assert report["skipped"] == dict(expected) and report["valid"] == n_ok and report["total"] == len(records)
+    metrics = train(cfg)
+    counted = {k.removeprefix("data/skipped/"): int(v) for k, v in metrics.items() if k.startswith("data/skipped/")}
+    assert counted == dict(expected)
+    assert metrics["data/trained_samples"] == n_ok and torch.isfinite(torch.tensor(metrics["train/loss"]))
+
+
+# ----------------------------------------------------------------------------- 2. whole files
+@pytest.mark.parametrize("name,content,expected", FILES, ids=[f"{outcome_id(e)}-{n}" for n, _, e in FILES])
+def test_dataset_file(tmp_path, name, content, expected):
+    path = tmp_path / f"{name}.json"
+    (path.write_bytes if isinstance(content, bytes) else path.write_text)(content)
+    if isinstance(expected, str):
+        with pytest.raises(DataFormatError, match=rf"{name}\.json{expected.removeprefix('error:')}" if expected.startswith("error::")
+                           else expected.removeprefix("error:")) as info:
+            read_records(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+    else:
+        records, skipped = read_records(path)
+        assert dict(skipped) == expected and len(records) >= 1
+
+
+# ----------------------------------------------------------------------------- 3. runs that would train on nothing
+def one_line_error(proc) -> str:
+    lines = [x for x in proc.stderr.strip().splitlines() if x.startswith("error: ")]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    return lines[0]
+
+
+def write_llava(root: Path, n=10, image_root_ok=1, name="train.json"):
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    for i in range(image_root_ok):
+        Image.new("RGB", (32, 32), (i, 0, 0)).save(root / "images" / f"{i}.png")
+    records = [{"id": i, "image": f"{i}.png", "conversations": [{"from": "human", "value": "<image>\nWhat?"},
+                                                               {"from": "gpt", "value": "A thing."}]} for i in range(n)]
+    (root / name).write_text(json.dumps(records))
+
+
+def test_clean_error_wrong_image_root_refuses_to_start(tmp_path):
+    write_llava(tmp_path / "data")
+    proc = run_script(["train.py", "data=default", f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'r'}",
+                       "logger=none"], check=False)
+    line = one_line_error(proc)
+    assert "90.0% of the samples would be skipped" in line and "missing_image x9" in line
+    assert not (tmp_path / "r" / "export").exists() and not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_clean_error_max_length_below_the_visual_tokens(tmp_path, data_dir):
+    with pytest.raises(DataCheckError, match=r"truncated_visual_tokens x\d+.*visual tokens: 128"):
+        train(train_cfg(tmp_path, data_dir, ["data.max_length=100"]))
+
+
+def test_clean_error_json_wrapped_in_an_object(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.json").write_text(json.dumps({"data": []}))
+    proc = run_script(["train.py", "data=default", f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'r'}",
+                       "logger=none"], check=False)
+    assert "expected a JSON list or JSONL of records, got a top-level dict" in one_line_error(proc)
+
+
+def test_clean_error_skips_during_training_above_the_bound_fail_without_export(tmp_path):
+    write_llava(tmp_path / "data", n=40, image_root_ok=40)
+    for i in range(1, 40, 4):  # the start-up check (1 sample) passes; a quarter goes missing afterwards
+        (tmp_path / "data" / "images" / f"{i}.png").unlink()
+    cfg = own_data_cfg(tmp_path / "r", tmp_path / "data", ["data.check_samples=1", "trainer.max_epochs=1"])
+    with pytest.raises(TrainingFailed, match=r"25.0% of the samples were skipped during training.*no export written"):
+        train(cfg)
+    assert not (tmp_path / "r" / "export").exists()
+
+
+def test_clean_error_zero_optimizer_steps_fail_without_export(tmp_path):
+    write_llava(tmp_path / "data", n=8, image_root_ok=8)
+    for i in range(1, 8):
+        (tmp_path / "data" / "images" / f"{i}.png").unlink()
+    cfg = own_data_cfg(tmp_path / "r", tmp_path / "data", ["data.check_samples=1", "trainer.max_epochs=1",
+                                                           "data.max_skipped_fraction=1.0", "data.batch_size=8"])
+    cfg.data.sources[0].weight = 1.0
+    (tmp_path / "data" / "images" / "0.png").unlink()
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "data" / "images" / "0.png")
+    os.truncate(tmp_path / "data" / "images" / "0.png", 30)  # passes the stat, fails to decode
+    cfg.data.check_decode_images = 0
+    with pytest.raises(TrainingFailed, match="training took no optimizer step"):
+        train(cfg)
+    assert not (tmp_path / "r" / "export").exists()
+
+
+# ----------------------------------------------------------------------------- 4. checkpoints run no code
+class Evil:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, data_dir):
+    run = tmp_path_factory.mktemp("trained")
+    train(train_cfg(run, data_dir, ["trainer.max_steps=3", "checkpoint.every_n_train_steps=1"]))
+    return run
+
+
+def evil_checkpoint(path: Path, marker: Path) -> Path:
+    torch.save({"state_dict": {}, "mof": {"payload": Evil(marker)}}, path)
+    return path
+
+
+ENTRY_POINTS = {
+    "evaluate": lambda ckpt, tmp: ["evaluate.py", f"checkpoint={ckpt}", "benchmark=synthetic", f"hydra.run.dir={tmp / 'ev'}"],
+    "export": lambda ckpt, tmp: ["-m", "mof.build.export", str(ckpt), "--out", str(tmp / "out")],
+    "projector_from": lambda ckpt, tmp: ["train.py", f"model.projector_from={ckpt}", f"hydra.run.dir={tmp / 'tr'}", *FAST,
+                                         "trainer.max_steps=1", "evaluate_after=null"],
+    "resume": lambda ckpt, tmp: ["train.py", f"resume={ckpt}", f"hydra.run.dir={tmp / 'tr'}", *FAST, "trainer.max_steps=1",
+                                 "evaluate_after=null"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS), ids=[f"clean_error-malicious_pickle_via_{e}" for e in ENTRY_POINTS])
+def test_malicious_pickle_is_refused(tmp_path, data_dir, entry):
+    marker = tmp_path / "PWNED"
+    ckpt = evil_checkpoint(tmp_path / "evil.ckpt", marker)
+    proc = run_script([*ENTRY_POINTS[entry](ckpt, tmp_path), f"paths.data_dir={data_dir}"] if entry != "export"
+                      else ENTRY_POINTS[entry](ckpt, tmp_path), check=False)
+    assert not marker.exists()
+    if entry == "resume":  # Lightning reads it with weights_only=True: refused, the run fails
+        assert proc.returncode != 0 and "Weights only load failed" in proc.stderr and not marker.exists()
+        return
+    assert "refused to load" in one_line_error(proc) and "evil.ckpt" in proc.stderr
+
+
+def test_clean_error_malicious_deepspeed_shards_are_refused(tmp_path):
+    marker = tmp_path / "PWNED"
+    folder = tmp_path / "zero.ckpt"
+    (folder / "checkpoint").mkdir(parents=True)
+    (folder / "latest").write_text("checkpoint")
+    evil_checkpoint(folder / "checkpoint" / "mp_rank_00_model_states.pt", marker)
+    evil_checkpoint(folder / "checkpoint" / "zero_pp_rank_0_mp_rank_00_optim_states.pt", marker)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        export_checkpoint(folder, tmp_path / "out")
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_correct_stored_config_targets_are_never_instantiated(tmp_path, trained_run):
+    marker = tmp_path / "COPIED"
+    ckpt = load_checkpoint_file(trained_run / "checkpoints" / "last.ckpt")
+    ckpt["mof"]["cfg"]["model"]["config"] = {"_target_": "shutil.copyfile", "src": __file__, "dst": str(marker)}
+    ckpt["mof"]["cfg"]["logger"] = {"_target_": "os.system", "command": f"touch {marker}"}
+    torch.save(ckpt, tmp_path / "doctored.ckpt")
+    out = export_checkpoint(tmp_path / "doctored.ckpt", tmp_path / "out")
+    assert not marker.exists() and (out / "model.safetensors").exists()
+    a, b = load_file(str(out / "model.safetensors")), load_file(str(trained_run / "export" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_clean_error_stored_model_config_with_a_target(tmp_path, trained_run):
+    marker = tmp_path / "RAN"
+    ckpt = load_checkpoint_file(trained_run / "checkpoints" / "last.ckpt")
+    ckpt["mof"]["model_config"] = {"_target_": "os.system", "command": f"touch {marker}"}
+    torch.save(ckpt, tmp_path / "doctored.ckpt")
+    with pytest.raises(CheckpointError, match="doctored.ckpt: its stored model configuration is invalid"):
+        export_checkpoint(tmp_path / "doctored.ckpt", tmp_path / "out")
+    assert not marker.exists()
+
+
+def test_clean_error_random_bytes_as_checkpoint(tmp_path, data_dir):
+    (tmp_path / "noise.ckpt").write_bytes(os.urandom(4096))
+    proc = run_script(["evaluate.py", f"checkpoint={tmp_path / 'noise.ckpt'}", f"paths.data_dir={data_dir}",
+                       f"hydra.run.dir={tmp_path / 'ev'}"], check=False)
+    assert "noise.ckpt: not a readable checkpoint" in one_line_error(proc)
+
+
+def test_correct_truncated_last_checkpoint_falls_back_to_the_newest_loadable(tmp_path, trained_run, caplog):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    last = run / "checkpoints" / "last.ckpt"
+    os.truncate(last, last.stat().st_size // 2)
+    chosen = resolve_resume("auto", run)
+    assert chosen != str(last) and Path(chosen).name.startswith("step") and load_checkpoint_file(chosen)["global_step"] == 3
+    assert "last.ckpt" in caplog.text and "not a readable checkpoint" in caplog.text
+
+
+def test_correct_export_goes_beside_its_run_and_never_overwrites(tmp_path, trained_run):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    final = (run / "export" / "model.safetensors").read_bytes()
+    step_ckpt = sorted((run / "checkpoints").glob("step*.ckpt"))[0]
+    out = export_checkpoint(step_ckpt)
+    assert out == run / f"export-step{load_checkpoint_file(step_ckpt)['global_step']}"
+    assert (run / "export" / "model.safetensors").read_bytes() == final
+    with pytest.raises(ExportExistsError, match="already holds files"):
+        export_checkpoint(step_ckpt)
+    assert export_checkpoint(step_ckpt, overwrite=True) == out
+    elsewhere = tmp_path / "x"
+    elsewhere.mkdir()
+    shutil.copy(step_ckpt, elsewhere / "model.ckpt")
+    assert export_checkpoint(elsewhere / "model.ckpt").parent == elsewhere  # beside it, not its grandparent
+
+
+# ----------------------------------------------------------------------------- 5. benchmark files
+def mmvp(root: Path, rows, header="Index,Question,Options,Correct Answer"):
+    (root / "MMVP Images").mkdir(parents=True, exist_ok=True)
+    (root / "Questions.csv").write_text(header + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
+    return root
+
+
+OPT = '"(a) Standing (b) Sitting"'
+
+
+def test_clean_error_zero_based_index(tmp_path):
+    root = mmvp(tmp_path, [[i, "q", OPT, "(a)" if i % 2 else "(b)"] for i in range(0, 4)])
+    with pytest.raises(BenchmarkFormatError, match=r"Questions.csv:2: Index 0 where 1 was expected"):
+        load_mmvp(root)
+
+
+def test_clean_error_index_gap(tmp_path):
+    root = mmvp(tmp_path, [[i, "q", OPT, "(a)"] for i in (1, 2, 4, 5)])
+    with pytest.raises(BenchmarkFormatError, match=r"Questions.csv:4: Index 4 where 3 was expected"):
+        load_mmvp(root)
+
+
+def test_correct_answer_key_written_as_option_a(tmp_path):
+    root = mmvp(tmp_path, [[1, "q", OPT, "Option A"], [2, "q", OPT, "(b) Sitting"]])
+    assert [q.answer for q in load_mmvp(root)[0]] == ["(a)", "(b)"]
+
+
+def test_clean_error_unparsable_answer_key(tmp_path):
+    root = mmvp(tmp_path, [[1, "q", OPT, "maybe"], [2, "q", OPT, "(b)"]])
+    with pytest.raises(BenchmarkFormatError, match=r"Questions.csv:2: Correct Answer 'maybe' names none of the options"):
+        load_mmvp(root)
+
+
+@pytest.mark.parametrize("override,key", [("benchmark.batch_size=0", "benchmark.batch_size"),
+                                          ("benchmark.max_new_tokens=-1", "benchmark.max_new_tokens")],
+                         ids=["clean_error-batch_size_0", "clean_error-max_new_tokens_negative"])
+def test_evaluate_config_errors_are_one_line(tmp_path, data_dir, override, key):
+    proc = run_script(["evaluate.py", override, "checkpoint=x", f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path}"],
+                      check=False)
+    assert one_line_error(proc).startswith(f"error: {key}: expected a positive integer")
+
+
+def test_clean_error_garbage_line_in_predictions(tmp_path, data_dir):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"index": 1, "response": "a", "answer": "(a)", "options": "(a) x (b) y"}\n<html>\n')
+    proc = run_script(["evaluate.py", "benchmark=mmvp", f"benchmark.predictions={f}", f"paths.data_dir={data_dir}",
+                       f"hydra.run.dir={tmp_path / 'ev'}"], check=False)
+    assert "p.jsonl:2: not valid JSON" in one_line_error(proc)
+
+
+# ----------------------------------------------------------------------------- 6. blow-ups and kills
+@pytest.mark.slow
+def test_correct_nan_recovery_resumes_with_the_current_learning_rate(tmp_path, data_dir):
+    base = ["checkpoint.every_n_train_steps=1", "trainer.max_steps=12", "export=false", "logger=csv"]
+    with pytest.raises(NonFiniteLossError, match=r"Last checkpoint of a state with finite loss and weights: (\S+last.ckpt)") as info:
+        train(train_cfg(tmp_path, data_dir, [*base, "stage.optimizer.lr=1e6"]))
+    named = info.value.args[0].split("finite loss and weights: ")[1].split(". ")[0]
+    state = load_checkpoint_file(named)
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+    set_aside = list((tmp_path / "checkpoints").glob("nonfinite-step*.ckpt"))  # the unverified state, kept aside
+    assert len(set_aside) == 1 and load_checkpoint_file(set_aside[0])["global_step"] == state["global_step"] + 1
+    metrics = train(train_cfg(tmp_path, data_dir, [*base, "stage.optimizer.lr=1e-4", f"resume={named}"]))
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    assert load_checkpoint_file(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 12
+    lr = [v for k, v in metrics.items() if k.startswith("lr-")]
+    assert lr and max(lr) <= 1e-4  # the current config's rate, not the stored 1e6
+
+
+def trainable(run: Path) -> dict:
+    return load_checkpoint_file(run / "checkpoints" / "last.ckpt")["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_dir):
+    run = tmp_path_factory.mktemp("whole")
+    train(train_cfg(run, data_dir, ["seed=3", "trainer.max_steps=8", "export=false", "trainer.deterministic=true"]))
+    return trainable(run)
+
+
+def test_correct_graceful_stop_off_the_checkpoint_interval_resumes_exactly(tmp_path, data_dir, uninterrupted):
+    args = ["seed=3", "trainer.max_steps=8", "export=false", "trainer.deterministic=true"]  # no periodic save (every 100)
+    train(train_cfg(tmp_path, data_dir, [*args, "stop_at_step=3"]))
+    assert load_checkpoint_file(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 3
+    train(train_cfg(tmp_path, data_dir, [*args, "resume=auto"]))
+    assert not list((tmp_path / "checkpoints").glob("last-v*.ckpt"))  # the final state replaced last.ckpt
+    resumed = trainable(tmp_path)
+    assert resumed.keys() == uninterrupted.keys() and all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+
+
+@pytest.mark.slow
+def test_correct_sigterm_checkpoints_exits_non_zero_and_resumes_exactly(tmp_path, data_dir, uninterrupted):
+    args = ["train.py", "seed=3", "trainer.max_steps=8", "export=false", *FAST, "evaluate_after=null",
+            f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, *args, "trainer.max_steps=2000", "trainer.max_epochs=1000"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and "stepping batches" not in (open(tmp_path / "train.log").read()
+                                                                 if (tmp_path / "train.log").exists() else ""):
+        time.sleep(0.2)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3 and "error: SIGTERM: stopped at global step" in err, err[-2000:]
+    step = load_checkpoint_file(tmp_path / "checkpoints" / "last.ckpt")["global_step"]
+    assert step >= 1
+    # the stopped run used max_steps=2000: resume the same schedule as a run of that length would, then compare
+    # with an uninterrupted run of that length stopped at the same step plus 3
+    target = step + 3
+    run_script([*args[:1], "seed=3", "export=false", *FAST, "evaluate_after=null", f"paths.data_dir={data_dir}",
+                f"hydra.run.dir={tmp_path}", "trainer.max_steps=2000", "trainer.max_epochs=1000", "resume=auto",
+                f"stop_at_step={target}"])
+    whole = tmp_path / "whole"
+    run_script([*args[:1], "seed=3", "export=false", *FAST, "evaluate_after=null", f"paths.data_dir={data_dir}",
+                f"hydra.run.dir={whole}", "trainer.max_steps=2000", "trainer.max_epochs=1000", f"stop_at_step={target}"])
+    a, b = trainable(tmp_path), trainable(whole)
+    assert load_checkpoint_file(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == target
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
