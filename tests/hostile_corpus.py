@@ -74,7 +74,7 @@ RECORDS = [
     ("image_token_in_an_answer", rec(turns=[h("q"), g("a <image>")]), "misplaced_image_token"),
     ("two_image_tokens", rec(turns=[h("<image> <image> q"), g("a")]), "misplaced_image_token"),
     ("image_token_without_image", rec(image=None, turns=[h("<image>\nq"), g("a")]), "image_token_without_image"),
-    ("visual_tokens_cut_by_max_length", rec(turns=[h("word " * 600 + "<image>"), g("a")]), "truncated_visual_tokens"),
+    ("image_after_a_long_question", rec(turns=[h("word " * 600 + "<image>"), g("a")]), "fully_masked_after_truncation"),
     ("answer_cut_by_max_length", rec(turns=[h("<image>\n" + "word " * 600), g("a")]), "fully_masked_after_truncation"),
     # records that are not objects
     ("record_is_a_list", [1, 2], "not_an_object"),

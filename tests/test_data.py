@@ -49,15 +49,15 @@ def test_plain_template_supervises_caption_only(tok):
     turns = normalize_turns([{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "A red square."}], True)
     enc = get_template("plain").encode(turns, tok, IMG, 4)
     assert enc.input_ids[:5] == [tok.bos_token_id] + [IMG] * 4
-    assert supervised_text(tok, enc) == "A red square.</s>"
+    assert supervised_text(tok, enc) == "A red square.\n"  # LLaVA's plain separator, no EOS
 
 
 def test_image_at_end_of_turn_and_text_only(tok):
     turns = normalize_turns([{"from": "human", "value": "Describe this. <image>"}, {"from": "gpt", "value": "A dot."}], True)
     enc = get_template("vicuna_v1").encode(turns, tok, IMG, 3)
-    first_img = enc.input_ids.index(IMG)
-    assert tok.decode(enc.input_ids[:first_img]).endswith("USER: Describe this. ")
-    assert tok.decode(enc.input_ids[first_img + 3:]).startswith(" ASSISTANT:")
+    first_img = enc.input_ids.index(IMG)  # moved to the front of the turn, as LLaVA's preprocess_multimodal
+    assert tok.decode(enc.input_ids[:first_img]).endswith("USER: ")
+    assert tok.decode(enc.input_ids[first_img + 3:]).startswith("\nDescribe this. ASSISTANT:")
     text_only = normalize_turns(conv(("Say hi.", "Hi."), image=False), False)
     enc = get_template("vicuna_v1").encode(text_only, tok, IMG, 3)
     assert IMG not in enc.input_ids and supervised_text(tok, enc) == " Hi.</s>"

@@ -439,3 +439,18 @@ def test_correct_sigterm_checkpoints_exits_non_zero_and_resumes_exactly(tmp_path
     a, b = trainable(tmp_path), trainable(whole)
     assert load_checkpoint_file(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == target
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------- 7. a console a person can read
+@pytest.mark.slow
+def test_correct_console_each_message_once_and_results_alone_on_stdout(tmp_path, data_dir):
+    proc = run_script(["train.py", *FAST, "logger=wandb", "trainer.max_steps=2", f"paths.data_dir={data_dir}",
+                       f"hydra.run.dir={tmp_path}"])
+    out, err = proc.stdout, proc.stderr
+    assert out.startswith("synthetic: pair accuracy") and "[INFO]" not in out  # results only on stdout
+    messages = [line.split("] - ", 1)[1] for line in err.splitlines() if "] - " in line]
+    assert "Seed set to 0" in messages and len(messages) == len(set(messages)), err[-3000:]
+    assert "INFO: " not in err  # Lightning's own handler, a second copy of each line, is gone
+    for noise in ("Tip:", "litlogger", "anonymous setting", "Setting accelerator to CPU", "DeprecationWarning",
+                  "is deprecated"):
+        assert noise not in out + err, noise

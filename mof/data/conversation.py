@@ -1,9 +1,9 @@
 """Conversation templates with labels built by construction.
 
-A template turns a conversation into segments `(text or token ids, supervised)`; the segments are
-tokenised one by one and concatenated, so which tokens carry a label is decided while building the
-sequence, never by re-splitting a rendered string. `<image>` expands to the model's visual tokens.
-The same code renders training samples and evaluation prompts.
+`plain` and `vicuna_v1` render a conversation as LLaVA does and tokenise it as LLaVA's `tokenizer_image_token`
+(token for token); which tokens carry a label follows from the character spans of the answers, never from
+re-splitting or counting. `chat_template` uses the tokenizer's own template, turn by turn. `<image>` expands to
+the model's visual tokens. The same code renders training samples and evaluation prompts.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def normalize_turns(conversations, has_image: bool) -> list[tuple[str, str]]:
     n_placeholders = [t.count(IMAGE_PLACEHOLDER) for _, t in turns]
     if sum(n_placeholders[1:]) or n_placeholders[0] > 1:
         raise ConversationError("misplaced_image_token", "<image> may appear once, in the first user turn")
-    if has_image and not n_placeholders[0]:
-        turns[0] = ("user", IMAGE_PLACEHOLDER + "\n" + turns[0][1])
+    if has_image:  # LLaVA's preprocess_multimodal: the image first, then the rest of the turn, stripped
+        turns[0] = ("user", (IMAGE_PLACEHOLDER + "\n" + turns[0][1].replace(IMAGE_PLACEHOLDER, "").strip()).strip())
     if not has_image and n_placeholders[0]:
         raise ConversationError("image_token_without_image", "the text has <image> but the sample has no image")
     return turns
@@ -65,80 +65,112 @@ def normalize_turns(conversations, has_image: bool) -> list[tuple[str, str]]:
 
 class Template:
     name = ""
-    # Data text is plain text: a literal `</s>` or `<pad>` in a turn is tokenised as characters, never as the
-    # control token. (Templates whose markup is itself special-token text, like chat templates, cannot.)
-    split_special_tokens = True
 
-    def segments(self, turns, tokenizer):
-        """Yield `(text | [ids], supervised)`. When `turns` ends with a user turn (a generation prompt), the
-        segments end where the assistant's answer begins."""
+    def encode(self, turns, tokenizer, image_token_id: int, num_image_tokens: int) -> Encoded:
+        """Token ids and labels of a conversation (`turns` end with an assistant turn)."""
+        raise NotImplementedError
+
+    def encode_prompt(self, turns, tokenizer, image_token_id: int, num_image_tokens: int) -> list[int]:
+        """The ids of a generation prompt (`turns` end with a user turn): up to where the answer begins."""
+        return self.encode(turns, tokenizer, image_token_id, num_image_tokens).input_ids
+
+
+@dataclass
+class Rendered:
+    """A conversation as text, with the character spans that are supervised and those that are data text."""
+
+    text: str
+    supervised: list[tuple[int, int]]
+    content: list[tuple[int, int]]
+
+
+class RenderedTemplate(Template):
+    """LLaVA's way: render the conversation to text, split it at `<image>`, tokenise each chunk whole (the first
+    chunk's BOS kept, the others' dropped: `tokenizer_image_token`), so `input_ids` equal LLaVA's token for token.
+    Labels come from character offsets of the supervised spans, not from LLaVA's length arithmetic, so an answer
+    holding a literal `</s>` or `ASSISTANT:` stays supervised (LLaVA masks such a sample whole). A special token
+    that comes from data text rather than the template is tokenised as plain text."""
+
+    def render(self, turns, tokenizer) -> Rendered:
         raise NotImplementedError
 
     def encode(self, turns, tokenizer, image_token_id: int, num_image_tokens: int) -> Encoded:
-        return _tokenize(self.segments(turns, tokenizer), tokenizer, image_token_id, num_image_tokens,
-                         self.split_special_tokens)
+        r = self.render(turns, tokenizer)
+        bos, specials = tokenizer.bos_token_id, set(tokenizer.all_special_ids)
+        ids, labels, pos = [], [], 0
 
-    def encode_prompt(self, turns, tokenizer, image_token_id: int, num_image_tokens: int) -> list[int]:
-        return _tokenize(self.segments(turns, tokenizer), tokenizer, image_token_id, num_image_tokens,
-                         self.split_special_tokens).input_ids
+        def add(tokens, start, end):
+            supervised = any(start < e and end > s for s, e in r.supervised)
+            ids.extend(tokens)
+            labels.extend(t if supervised else IGNORE_INDEX for t in tokens)
 
-
-def _tokenize(segments, tokenizer, image_token_id: int, num_image_tokens: int, split_special_tokens: bool) -> Encoded:
-    ids, labels = [], []
-    for content, supervised in segments:
-        if isinstance(content, str):
-            pieces = content.split(IMAGE_PLACEHOLDER)
-            tokens = []
-            for k, piece in enumerate(pieces):
+        for k, chunk in enumerate(r.text.split(IMAGE_PLACEHOLDER)):
+            if k:
+                ids.extend([image_token_id] * num_image_tokens)
+                labels.extend([IGNORE_INDEX] * num_image_tokens)
+                pos += len(IMAGE_PLACEHOLDER)
+            enc = tokenizer(chunk, return_offsets_mapping=True)
+            tokens, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+            if tokens and tokens[0] == bos and bos is not None:
                 if k:
-                    tokens += [image_token_id] * num_image_tokens
-                if piece:
-                    tokens += tokenizer.encode(piece, add_special_tokens=False, split_special_tokens=split_special_tokens)
-        else:
-            tokens = list(content)
-        ids += tokens
-        labels += [t if supervised and t != image_token_id else IGNORE_INDEX for t in tokens]
-    return Encoded(ids, labels)
+                    tokens, offsets = tokens[1:], offsets[1:]
+            elif k == 0 and bos is not None:  # a tokenizer that adds no BOS (mof's tiny one): mof's convention
+                tokens, offsets = [bos, *tokens], [(0, 0), *offsets]
+            for token, (s, e) in zip(tokens, offsets):
+                start, end = pos + s, pos + e
+                if token in specials and e > s and any(cs <= start and end <= ce for cs, ce in r.content):
+                    literal = tokenizer.encode(r.text[start:end], add_special_tokens=False, split_special_tokens=True)
+                    add(literal, start, end)
+                else:
+                    add([token], start, end)
+            pos += len(chunk)
+        return Encoded(ids, labels)
 
 
-def _bos(tokenizer):
-    return [[tokenizer.bos_token_id], False] if tokenizer.bos_token_id is not None else None
-
-
-class PlainTemplate(Template):
-    """Stage 1 (LLaVA `plain`): the image, then the caption; only the caption is supervised."""
+class PlainTemplate(RenderedTemplate):
+    """Stage 1 (LLaVA `plain`): `<image>` + caption + `\n`; the caption and its `\n` are supervised, no EOS."""
 
     name = "plain"
+    sep = "\n"
 
-    def segments(self, turns, tokenizer):
-        if (bos := _bos(tokenizer)) is not None:
-            yield bos
-        for role, text in turns:
+    def render(self, turns, tokenizer) -> Rendered:
+        text, supervised, content = "", [], []
+        for role, turn in turns:
             if role == "user":
-                yield IMAGE_PLACEHOLDER if IMAGE_PLACEHOLDER in text else text, False
+                piece = IMAGE_PLACEHOLDER if IMAGE_PLACEHOLDER in turn else turn  # LLaVA keeps only the image
+                if piece == turn:
+                    content.append((len(text), len(text) + len(turn)))
+                text += piece
             else:
-                yield text, True
-                yield [tokenizer.eos_token_id], True
+                content.append((len(text), len(text) + len(turn)))
+                supervised.append((len(text), len(text) + len(turn) + len(self.sep)))
+                text += turn + self.sep
+        return Rendered(text, supervised, content)
 
 
-class VicunaV1Template(Template):
-    """LLaVA-1.5 `vicuna_v1`: `SYSTEM USER: q ASSISTANT: a</s>USER: ...`."""
+class VicunaV1Template(RenderedTemplate):
+    """LLaVA-1.5 `vicuna_v1` (`conv_vicuna_v1`, separator style TWO): `SYSTEM USER: q ASSISTANT: a</s>USER: ...`;
+    supervised: each answer from the space after `ASSISTANT:` through its `</s>`, as LLaVA."""
 
     name = "vicuna_v1"
 
     def __init__(self, system: str = VICUNA_SYSTEM):
         self.system = system
 
-    def segments(self, turns, tokenizer):
-        if (bos := _bos(tokenizer)) is not None:
-            yield bos
-        yield self.system + " ", False
-        for role, text in turns:
+    def render(self, turns, tokenizer) -> Rendered:
+        text, supervised, content = self.system + " ", [], []
+        eos = tokenizer.eos_token or ""
+        for role, turn in turns:
             if role == "user":
-                yield f"USER: {text} ASSISTANT:", False
+                text += "USER: "
+                content.append((len(text), len(text) + len(turn)))
+                text += turn + " ASSISTANT:"
             else:
-                yield " " + text, True
-                yield [tokenizer.eos_token_id], True
+                start = len(text)
+                content.append((start + 1, start + 1 + len(turn)))
+                text += " " + turn + eos
+                supervised.append((start, len(text)))
+        return Rendered(text, supervised, content)
 
 
 class ChatTemplate(Template):
@@ -147,7 +179,6 @@ class ChatTemplate(Template):
     end-of-turn markup, are supervised."""
 
     name = "chat_template"
-    split_special_tokens = False
 
     def __init__(self, system: str | None = None):
         self.system = system
@@ -169,6 +200,20 @@ class ChatTemplate(Template):
                                  "incrementally (a prefix changed when a turn was added)")
             yield full[len(rendered):], role == "assistant"
             rendered = full
+
+    def encode(self, turns, tokenizer, image_token_id: int, num_image_tokens: int) -> Encoded:
+        # The rendered markup is itself special-token text, so special tokens are not split (data text included).
+        ids, labels = [], []
+        for content, supervised in self.segments(turns, tokenizer):
+            tokens = []
+            for k, piece in enumerate(content.split(IMAGE_PLACEHOLDER)):
+                if k:
+                    tokens += [image_token_id] * num_image_tokens
+                if piece:
+                    tokens += tokenizer.encode(piece, add_special_tokens=False)
+            ids += tokens
+            labels += [t if supervised and t != image_token_id else IGNORE_INDEX for t in tokens]
+        return Encoded(ids, labels)
 
 
 TEMPLATES = {"plain": PlainTemplate, "vicuna_v1": VicunaV1Template, "chat_template": ChatTemplate}

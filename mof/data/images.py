@@ -78,11 +78,25 @@ class EncoderTransform:
 
     def __call__(self, img: Image.Image, mode: str) -> torch.Tensor:
         if mode == "pad":
-            img = expand_to_square(img, tuple(int(round(m * 255)) for m in self.mean))
-        img = img.resize((self.size, self.size), Image.BICUBIC)
+            img = expand_to_square(img, tuple(int(m * 255) for m in self.mean))  # LLaVA: int(x * 255), not rounded
+        if mode == "crop":
+            img = resize_shortest_edge_and_crop(img, self.size)
+        else:
+            img = img.resize((self.size, self.size), Image.BICUBIC)
         arr = np.asarray(img, dtype=np.float32) / 255.0
         arr = (arr - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
         return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
+def resize_shortest_edge_and_crop(img: Image.Image, size: int) -> Image.Image:
+    """CLIPImageProcessor's default (LLaVA-1.5 stage 1): the shortest side to `size` (bicubic), the longer one
+    scaled and truncated to an integer, then the centre `size` x `size` crop."""
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)
+    img = img.resize((new_short, new_long) if w <= h else (new_long, new_short), Image.BICUBIC)
+    top, left = (img.height - size) // 2, (img.width - size) // 2
+    return img.crop((left, top, left + size, top + size))
 
 
 def expand_to_square(img: Image.Image, fill: tuple) -> Image.Image:
@@ -99,7 +113,9 @@ def expand_to_square(img: Image.Image, fill: tuple) -> Image.Image:
 class MofImageProcessor:
     """Per-encoder pixel preparation.
 
-    mode: `pad` (square, filled with the encoder's mean colour, as LLaVA-1.5) or `resize`.
+    mode: `pad` (square, filled with the encoder's mean colour, then resized: LLaVA-1.5's `image_aspect_ratio=pad`),
+        `crop` (shortest side resized, centre crop: CLIPImageProcessor's default, LLaVA-1.5 stage 1) or `resize`.
+        EXIF orientation and compositing transparency over white happen first (LLaVA does neither: deliberate).
     share_first: every encoder receives the first encoder's pixels (the paper's released code fed
         DINOv2 the CLIP-prepared image); otherwise each gets its own size and normalisation.
     """
@@ -111,8 +127,8 @@ class MofImageProcessor:
     max_aspect_ratio: float = 100.0
 
     def __post_init__(self):
-        if self.mode not in ("pad", "resize"):
-            raise ValueError(f"image processor mode: expected 'pad' or 'resize', got {self.mode!r}")
+        if self.mode not in ("pad", "crop", "resize"):
+            raise ValueError(f"image processor mode: expected 'pad', 'crop' or 'resize', got {self.mode!r}")
         self._transforms = [EncoderTransform(**e) for e in self.encoders]
 
     @classmethod

@@ -24,14 +24,16 @@ VICUNA_13B = dict(VICUNA_7B, hidden_size=5120, intermediate_size=13824, num_hidd
 LLMS = {"lmsys/vicuna-7b-v1.5": VICUNA_7B, "lmsys/vicuna-13b-v1.5": VICUNA_13B}
 
 
-def paper_config(fusion: str = "interleaved", llm: str = "lmsys/vicuna-7b-v1.5", image_size: int = 336,
-                 **kwargs) -> MofConfig:
-    """CLIP ViT-L/14-336 + DINOv2 ViT-L/14 + Vicuna v1.5, both encoders at `image_size`."""
+def paper_config(fusion: str | dict = "interleaved", llm: str = "lmsys/vicuna-7b-v1.5", image_size: int = 336,
+                 dinov2_interpolation: str = "hf", **kwargs) -> MofConfig:
+    """CLIP ViT-L/14-336 + DINOv2 ViT-L/14 + Vicuna v1.5, both encoders at `image_size`. `dinov2_interpolation`:
+    `dinov2_hub` resizes DINOv2's position embeddings as the paper's code did (torch.hub), `hf` as transformers."""
     if llm not in LLMS:
         raise ValueError(f"paper_config: unknown llm {llm!r}; known: {sorted(LLMS)}")
     encoders = [
         {"type": "clip", "config": CLIP_VIT_L14_336, "image_size": image_size, "pretrained": "openai/clip-vit-large-patch14-336"},
-        {"type": "dinov2", "config": DINOV2_LARGE, "image_size": image_size, "pretrained": "facebook/dinov2-large"},
+        {"type": "dinov2", "config": DINOV2_LARGE, "image_size": image_size, "pretrained": "facebook/dinov2-large",
+         "position_interpolation": dinov2_interpolation},
     ]
     return MofConfig(vision_encoders=encoders, text_config=dict(LLMS[llm]), text_pretrained=llm, fusion=fusion,
                      image_token_id=32000, **kwargs)

@@ -11,7 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+import math
+import types
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
@@ -72,9 +76,17 @@ class EncoderSpec:
     image_mean: list | None = None
     image_std: list | None = None
     pretrained: str | None = None
+    # How DINOv2 resizes its position embeddings for another image size: "hf" (transformers) or "dinov2_hub"
+    # (facebookresearch/dinov2 through torch.hub, as the paper's released code loads it).
+    position_interpolation: str = "hf"
 
     def __post_init__(self):
         family = get_family(self.type)
+        if self.position_interpolation not in ("hf", "dinov2_hub"):
+            raise ValueError(f"vision encoder {self.type!r}: position_interpolation must be 'hf' or 'dinov2_hub', "
+                             f"got {self.position_interpolation!r}")
+        if self.position_interpolation == "dinov2_hub" and not self.type.startswith("dinov2"):
+            raise ValueError(f"vision encoder {self.type!r}: position_interpolation 'dinov2_hub' is for DINOv2 only")
         if isinstance(self.config, dict):
             self.config = dict(self.config)
             self.config.setdefault("model_type", family.model_type)
@@ -166,6 +178,23 @@ class EncoderSpec:
         return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
 
 
+def hub_interpolate_pos_encoding(self, embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """facebookresearch/dinov2's rule (torch.hub): bicubic with scale factors (grid + 0.1) / M, no antialias, where
+    transformers resizes to the grid size; at 336 px the two differ by a few percent."""
+    num_positions = self.position_embeddings.shape[1] - 1
+    patch = self.patch_embeddings.patch_size
+    rows, cols = height // patch[0], width // patch[1]
+    if rows * cols == num_positions and height == width:
+        return self.position_embeddings
+    side = int(math.sqrt(num_positions))
+    dim = self.position_embeddings.shape[-1]
+    positions = self.position_embeddings.float()
+    grid = positions[:, 1:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, scale_factor=((rows + 0.1) / side, (cols + 0.1) / side), mode="bicubic", antialias=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, -1, dim)
+    return torch.cat((positions[:, :1], grid), dim=1).to(self.position_embeddings.dtype)
+
+
 class VisionEncoder(nn.Module):
     """Runs one HF vision tower and returns its patch features `[batch, tokens, width]`."""
 
@@ -174,6 +203,9 @@ class VisionEncoder(nn.Module):
         self.spec = spec
         self.tower = tower if tower is not None else AutoModel.from_config(spec.build_tower_config())
         self._drop_final_norm()
+        if spec.position_interpolation == "dinov2_hub":
+            embeddings = self.tower.embeddings
+            embeddings.interpolate_pos_encoding = types.MethodType(hub_interpolate_pos_encoding, embeddings)
         self.num_prefix_tokens = spec.num_prefix_tokens
         native = int(self.config.get("image_size", spec.image_size))
         self.interpolate = spec.image_size != native and not spec.family.interpolates_always

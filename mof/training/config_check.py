@@ -36,7 +36,7 @@ def validate(cfg) -> None:
     _check(int(cfg.data.batch_size) > 0, "data.batch_size", "a positive integer", cfg.data.batch_size)
     _check(int(cfg.data.max_length) > 0, "data.max_length", "a positive integer", cfg.data.max_length)
     _check(int(cfg.data.num_workers) >= 0, "data.num_workers", "0 or more", cfg.data.num_workers)
-    _check(cfg.data.image_mode in ("pad", "resize"), "data.image_mode", "pad or resize", cfg.data.image_mode)
+    _check(cfg.data.image_mode in ("pad", "crop", "resize"), "data.image_mode", "pad, crop or resize", cfg.data.image_mode)
     if not cfg.data.get("synthetic"):
         for i, src in enumerate(cfg.data.sources or []):
             _check(Path(src.path).is_file(), f"data.sources[{i}].path", "an existing JSON/JSONL file", src.path)
