@@ -415,14 +415,16 @@ def test_correct_sigterm_checkpoints_exits_non_zero_and_resumes_exactly(tmp_path
     args = ["train.py", "seed=3", "trainer.max_steps=8", "export=false", *FAST, "evaluate_after=null",
             f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, *args, "trainer.max_steps=2000", "trainer.max_epochs=1000"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SLURM and `timeout` signal the whole process group, data workers included
+    proc = subprocess.Popen([sys.executable, *args, "trainer.max_steps=2000", "trainer.max_epochs=1000", "data.num_workers=1"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and "stepping batches" not in (open(tmp_path / "train.log").read()
                                                                  if (tmp_path / "train.log").exists() else ""):
         time.sleep(0.2)
     time.sleep(2.0)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 3 and "error: SIGTERM: stopped at global step" in err, err[-2000:]
     step = load_checkpoint_file(tmp_path / "checkpoints" / "last.ckpt")["global_step"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections import Counter
 
 import lightning.pytorch as pl
@@ -17,6 +18,12 @@ from .images import ImageError, MofImageProcessor
 from .records import Source
 from .sampler import ModalityGroupedBatchSampler
 from .synthetic import generate, sources as synthetic_sources
+
+
+def ignore_sigterm(worker_id: int) -> None:
+    """Data workers outlive a SIGTERM sent to the whole process group (SLURM preemption, `timeout`): the main
+    process decides, writes its checkpoint at the next step and ends them."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class DataCheckError(MofError, RuntimeError):
@@ -150,7 +157,8 @@ class MofDataModule(pl.LightningDataModule):
         self.sampler = sampler
         pad = self.tokenizer.pad_token_id
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers,
-                          collate_fn=Collator(pad), persistent_workers=self.num_workers > 0)
+                          collate_fn=Collator(pad), persistent_workers=self.num_workers > 0,
+                          worker_init_fn=ignore_sigterm)
 
     # The sampler's position goes into checkpoints, so a resumed run continues with the next unseen batch.
     def state_dict(self) -> dict:
