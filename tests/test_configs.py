@@ -1,6 +1,5 @@
 """Every shipped config composes and instantiates: model (on the meta device), data module, strategy, logger."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -8,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from helpers import CONF, FAST, compose_cfg, train_cfg
+from helpers import CONF, compose_cfg, train_cfg
 from mof import MofForConditionalGeneration
 from mof.training.config_check import validate
 from mof.training.from_config import model_config_from, stage_plan

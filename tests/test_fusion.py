@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from torch import nn
 from transformers import Dinov2WithRegistersModel, SiglipVisionModel
 
 from helpers import FAST, run_script

@@ -10,7 +10,6 @@ benchmark drawn from another seed stream is written by `mof.evaluation.benchmark
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
