@@ -58,6 +58,58 @@ def record(title: str, body: str, note: str = "") -> None:
         f.write(entry)
 
 
+class StepTimer:
+    """A Lightning callback: wall time of the steps after the first `skip` (synchronised on a GPU), and the
+    samples, real tokens and padded positions they held."""
+
+    def __init__(self, skip: int):
+        import lightning.pytorch as pl
+
+        self.skip, self.times, self.samples, self.tokens, self.positions = skip, [], 0, 0, 0
+        self._t0 = None
+        timer = self
+
+        class _Callback(pl.Callback):
+            def on_train_batch_start(self, trainer, module, batch, idx):
+                _sync()
+                timer._t0 = time.perf_counter()
+
+            def on_train_batch_end(self, trainer, module, outputs, batch, idx):
+                _sync()
+                if trainer.global_step > timer.skip:
+                    timer.times.append(time.perf_counter() - timer._t0)
+                    timer.samples += batch["num_samples"]
+                    timer.tokens += batch["num_tokens"]
+                    timer.positions += batch["input_ids"].numel()
+
+        self.callback = _Callback()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.times)
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def fit_timed(model, loader, steps: int, skip: int = 2, lr: float = 1e-5, accelerator: str = "cpu") -> StepTimer:
+    """`steps` optimizer steps of the shipped training step (`MofLitModule.training_step` in a Lightning
+    `Trainer`) over `loader`; the first `skip` steps warm up and are not timed."""
+    import lightning.pytorch as pl
+
+    from mof.training.module import MofLitModule
+
+    timer = StepTimer(skip)
+    module = MofLitModule(model, {"lr": lr}, {"warmup_ratio": 0.0})
+    trainer = pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer.callback],
+                         gradient_clip_val=1.0, use_distributed_sampler=False, num_sanity_val_steps=0)
+    trainer.fit(module, train_dataloaders=loader)
+    return timer
+
+
 def tiny_setup(pairs_per_pattern: int, num_workers: int = 0, batch_size: int = 16):
     """The tiny default model's config and a datamodule over fresh synthetic questions."""
     import tempfile

@@ -2,11 +2,11 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 
-from .model import FUSIONS, MofConfig, MofForConditionalGeneration, paper_config, tiny_config
+from .model import FUSIONS, MofConfig, MofForConditionalGeneration, MofModel, paper_config, tiny_config
 
 AutoConfig.register(MofConfig.model_type, MofConfig, exist_ok=True)
-AutoModel.register(MofConfig, MofForConditionalGeneration, exist_ok=True)
+AutoModel.register(MofConfig, MofModel, exist_ok=True)
 AutoModelForImageTextToText.register(MofConfig, MofForConditionalGeneration, exist_ok=True)
 
-__all__ = ["MofConfig", "MofForConditionalGeneration", "FUSIONS", "paper_config", "tiny_config"]
+__all__ = ["MofConfig", "MofForConditionalGeneration", "MofModel", "FUSIONS", "paper_config", "tiny_config"]
 __version__ = "0.1.0"

@@ -48,7 +48,7 @@ def count(cfg) -> list[tuple[str, int, int]]:
         rows.append((f"vision[{i}] {enc.spec.type}", n, n if plan.train_vision else 0))
     n = sum(p.numel() for p in model.fusion.parameters())
     rows.append(("adapters", n, n))
-    n = sum(p.numel() for p in model.language_model.parameters())
+    n = sum(p.numel() for m in (model.language_model, model.lm_head) for p in m.parameters())
     rows.append(("llm", n, n if plan.train_llm and plan.name != "lora" else 0))
     if plan.name == "lora":
         lora = plan.lora or {}

@@ -1,7 +1,7 @@
 import pytest
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForImageTextToText, CLIPVisionModel, Dinov2Model
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, CLIPVisionModel, Dinov2Model
 
 import mof  # noqa: F401  (registers the Auto classes)
 from mof import MofConfig, MofForConditionalGeneration, paper_config, tiny_config
@@ -267,15 +267,16 @@ def test_missing_pretrained_weights_fail_fast_offline(monkeypatch, tmp_path):
 def test_load_pretrained_components_from_local_dirs(tmp_path):
     torch.manual_seed(0)
     config = tiny_config(fusion="interleaved")
-    donor = MofForConditionalGeneration(config)
+    donor = AutoModelForCausalLM.from_config(config.text_config)
     spec = config.encoder_specs[1]
     full_dino = Dinov2Model(spec.hf_config)
     full_dino.save_pretrained(tmp_path / "dino")
-    donor.language_model.save_pretrained(tmp_path / "llm")
+    donor.save_pretrained(tmp_path / "llm")
     config.vision_encoders[1]["pretrained"] = str(tmp_path / "dino")
     config.text_pretrained = str(tmp_path / "llm")
     model = MofForConditionalGeneration(config).load_pretrained_components()
     torch.testing.assert_close(model.vision_encoders[1].tower.embeddings.patch_embeddings.projection.weight,
                                full_dino.embeddings.patch_embeddings.projection.weight)
-    torch.testing.assert_close(model.language_model.lm_head.weight, donor.language_model.lm_head.weight)
+    torch.testing.assert_close(model.lm_head.weight, donor.lm_head.weight)
+    torch.testing.assert_close(model.language_model.layers[1].mlp.up_proj.weight, donor.model.layers[1].mlp.up_proj.weight)
     assert not any(p.requires_grad for p in model.vision_encoders.parameters())

@@ -50,14 +50,29 @@ def test_paper_experiments_compose(tmp_path, data_dir, experiment, tokens, stage
     assert global_batch == {"pretrain": 256}.get(stage, 128)
 
 
-def test_gpu_bench_runs_on_cpu_with_tiny_config(tmp_path):
+def _bench_copy(tmp_path):
     import shutil
 
     (tmp_path / "bench").mkdir()
-    for f in ("gpu.py", "common.py"):
+    for f in ("gpu.py", "common.py", "packing.py"):
         shutil.copy(ROOT / "bench" / f, tmp_path / "bench" / f)
-    proc = run_script(["bench/gpu.py", "--tiny", "--steps", "1", "--seq", "200", "--fusions", "none", "interleaved"],
-                      cwd=tmp_path)
+
+
+def test_gpu_bench_runs_the_training_step_on_cpu_with_tiny_config(tmp_path):
+    _bench_copy(tmp_path)
+    run_script(["bench/gpu.py", "--tiny", "--steps", "3", "--skip", "1", "--max-length", "400", "--modes",
+                "padded, full loss", "packed, full loss", "padded, chunked loss"], cwd=tmp_path)
     log = (tmp_path / "BENCHMARKS.md").read_text()
-    assert "| interleaved | 128 |" in log and "| none | 64 |" in log and "samples/s per A100" in log
-    assert "tokens/s" in proc.stdout
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in log.splitlines() if line.startswith("| p")}
+    assert set(rows) == {"padded, full loss", "packed, full loss", "padded, chunked loss"}
+    assert all(float(cells[0]) > 0 for cells in rows.values())  # real tokens/s of each mode
+    assert float(rows["packed, full loss"][1].strip(" %")) < float(rows["padded, full loss"][1].strip(" %"))  # padding
+    assert "samples/s per A100" in log
+
+
+def test_packing_bench_compares_modes_on_the_same_samples(tmp_path):
+    _bench_copy(tmp_path)
+    run_script(["bench/packing.py", "--samples", "16", "--batch", "8", "--rounds", "1", "--max-length", "400"],
+               cwd=tmp_path)
+    log = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| padded, random order |" in log and "| packed, random order |" in log and "1.00 |" in log

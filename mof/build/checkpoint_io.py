@@ -15,6 +15,7 @@ from unittest import mock
 import torch
 
 from ..errors import MofError
+from ..model.legacy_keys import LIGHTNING_PREFIXES, migrate_legacy_keys
 
 _torch_load = torch.load  # the real one, also while DeepSpeed's loads are routed through this module
 
@@ -45,11 +46,13 @@ def load_checkpoint_file(path: str | Path, allowed_globals: list | None = None) 
 
 
 def load_training_checkpoint(path: str | Path) -> dict:
-    """A checkpoint's contents; a DeepSpeed ZeRO folder is consolidated into one fp32 state dict first."""
+    """A checkpoint's contents; a DeepSpeed ZeRO folder is consolidated into one fp32 state dict first. Weight
+    names of older versions are migrated to the current layout."""
     path = Path(path)
-    if path.is_dir() and (path / "checkpoint").is_dir():
-        return consolidate_zero_checkpoint(path)
-    return load_checkpoint_file(path)
+    ckpt = consolidate_zero_checkpoint(path) if path.is_dir() and (path / "checkpoint").is_dir() else load_checkpoint_file(path)
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
+        ckpt["state_dict"] = migrate_legacy_keys(ckpt["state_dict"], LIGHTNING_PREFIXES)
+    return ckpt
 
 
 _DEEPSPEED_STATES = ("module", "optimizer", "lr_scheduler", "csr_tensor_module_names", "skipped_steps", "global_steps",

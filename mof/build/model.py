@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from ..errors import MofError
 from ..model import MofConfig, MofForConditionalGeneration
+from ..model.legacy_keys import PEFT_PREFIXES, migrate_legacy_keys
 from .checkpoint_io import load_training_checkpoint
 from .stages import StagePlan, apply_stage
 
@@ -40,7 +41,7 @@ def _adapter_state_from(path: Path) -> dict:
     if path.is_dir():
         for candidate in (path / "model.safetensors", path / "export" / "model.safetensors"):
             if candidate.exists():
-                return load_file(str(candidate))
+                return migrate_legacy_keys(load_file(str(candidate)), PEFT_PREFIXES)
         last = path / "checkpoints" / "last.ckpt"
         if not last.exists():
             raise FileNotFoundError(f"model.projector_from: no model.safetensors, export/ or checkpoints/last.ckpt in {path}")
@@ -48,7 +49,8 @@ def _adapter_state_from(path: Path) -> dict:
     if path.suffix != ".ckpt":
         raise FileNotFoundError(f"model.projector_from: {path} is not a run directory, an export or a .ckpt")
     state = load_training_checkpoint(path)["state_dict"]
-    return {k.removeprefix("model."): v for k, v in state.items()}
+    state = {k.removeprefix("model."): v for k, v in state.items()}  # the LightningModule's prefix
+    return migrate_legacy_keys(state, PEFT_PREFIXES)
 
 
 def load_adapters(model: MofForConditionalGeneration, source: str) -> int:
@@ -57,7 +59,7 @@ def load_adapters(model: MofForConditionalGeneration, source: str) -> int:
     own = model.fusion.state_dict()
     found = {}
     for key, value in state.items():
-        for prefix in ("fusion.", "base_model.model.fusion.modules_to_save.default.", "base_model.model.fusion."):
+        for prefix in ("model.fusion.", "base_model.model.model.fusion.modules_to_save.default.", "base_model.model.model.fusion."):
             if key.startswith(prefix):
                 found[key[len(prefix):]] = value
     missing = sorted(set(own) - set(found))

@@ -42,7 +42,8 @@ def apply_stage(model, plan: StagePlan) -> nn.Module:
     model.fusion.requires_grad_(True)
     for encoder in model.vision_encoders:
         encoder.set_trainable(plan.train_vision)
-    model.language_model.requires_grad_(plan.train_llm and plan.name != "lora")
+    for part in (model.language_model, model.lm_head):
+        part.requires_grad_(plan.train_llm and plan.name != "lora")
     if plan.name == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -51,7 +52,7 @@ def apply_stage(model, plan: StagePlan) -> nn.Module:
         vision_trainable = {n for n, p in model.vision_encoders.named_parameters() if p.requires_grad}
         config = LoraConfig(
             r=lora.pop("r", 128), lora_alpha=lora.pop("alpha", 256), lora_dropout=lora.pop("dropout", 0.05),
-            target_modules=r"language_model\..*\.(" + "|".join(targets) + ")", modules_to_save=["fusion"], **lora)
+            target_modules=r"model\.language_model\..*\.(" + "|".join(targets) + ")", modules_to_save=["fusion"], **lora)
         model = get_peft_model(model, config)
         if vision_trainable:  # peft freezes everything it does not own
             inner = model.base_model.model
@@ -70,10 +71,11 @@ def parameter_report(model) -> list[tuple[str, int, int]]:
     inner = unwrap(model)
     parts = {f"vision[{i}] {enc.spec.type}": enc for i, enc in enumerate(inner.vision_encoders)}
     parts["adapters"] = inner.fusion
-    parts["llm"] = inner.language_model
+    parts["llm"] = (inner.language_model, inner.lm_head)
     rows = []
-    for name, module in parts.items():
-        params = [(n, p) for n, p in module.named_parameters()]
+    for name, modules in parts.items():
+        params = [(n, p) for module in (modules if isinstance(modules, tuple) else (modules,))
+                  for n, p in module.named_parameters()]
         base = [p for n, p in params if "lora_" not in n]
         rows.append((name, sum(p.numel() for p in base), sum(p.numel() for p in base if p.requires_grad)))
     lora = [p for n, p in model.named_parameters() if "lora_" in n]

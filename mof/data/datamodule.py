@@ -36,6 +36,9 @@ class MofDataModule(pl.LightningDataModule):
             captions, and its questions unless the template is `plain`.
         template: `plain`, `vicuna_v1` or `chat_template`.
         max_length: tokens per sample, visual tokens included (interleaving doubles them).
+        packing: pack each batch's samples into shared rows instead of padding every sample to the longest (same
+            samples per step, same loss; see `Collator`); pack_length: the rows' length (None: the batch's longest
+            sample, never more costly than padding; with flash attention's variable-length kernels, e.g. max_length).
         image_mode: `pad` or `resize`; share_first: every encoder gets the first encoder's pixels.
         check_samples: how many records (spread over the data) the start-up check encodes and whose images it
             resolves; check_decode_images: how many of those images it decodes;
@@ -48,7 +51,8 @@ class MofDataModule(pl.LightningDataModule):
                  max_length: int = 2048, seed: int = 0, group_by_modality: bool = True, image_mode: str = "pad",
                  share_first: bool = False, allow_outside_root: bool = False, check_samples: int = 2000,
                  check_decode_images: int = 16, max_skipped_fraction: float = 0.01, synthetic: dict | None = None,
-                 system_prompt: str | None = None, max_image_pixels: int = 50_000_000, max_aspect_ratio: float = 100.0):
+                 system_prompt: str | None = None, max_image_pixels: int = 50_000_000, max_aspect_ratio: float = 100.0,
+                 packing: bool = False, pack_length: int | None = None):
         super().__init__()
         self.synthetic = dict(synthetic) if synthetic else None
         if not sources and not self.synthetic:
@@ -59,6 +63,8 @@ class MofDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.max_length = max_length
+        self.packing = packing
+        self.pack_length = pack_length
         self.seed = seed
         self.group_by_modality = group_by_modality
         self.image_mode = image_mode
@@ -157,7 +163,7 @@ class MofDataModule(pl.LightningDataModule):
         self.sampler = sampler
         pad = self.tokenizer.pad_token_id
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers,
-                          collate_fn=Collator(pad), persistent_workers=self.num_workers > 0,
+                          collate_fn=Collator(pad, self.packing, self.pack_length), persistent_workers=self.num_workers > 0,
                           worker_init_fn=ignore_sigterm)
 
     # The sampler's position goes into checkpoints, so a resumed run continues with the next unseen batch.

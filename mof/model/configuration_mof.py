@@ -9,6 +9,7 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from .fusion import parse_fusion
+from .loss import LOSS_IMPLEMENTATIONS
 from .projectors import PROJECTORS
 from .vision_encoders import EncoderSpec
 
@@ -31,6 +32,8 @@ class MofConfig(PreTrainedConfig):
             fusion name alone for its default options.
         projector_type: the adapters' kind (see `mof.model.projectors.PROJECTORS`).
         image_token_id: the placeholder token id; each image takes `num_visual_tokens` of them.
+        loss_implementation: `full` (logits of every position), `chunked` (the same loss `loss_chunk_size`
+            positions at a time, never holding all logits) or `liger` (Liger's fused kernel, GPU); see `loss.py`.
     """
 
     model_type = "mof"
@@ -44,6 +47,8 @@ class MofConfig(PreTrainedConfig):
     image_token_id: int = 32000
     freeze_vision: bool = True
     tie_word_embeddings: bool = False
+    loss_implementation: str = "full"
+    loss_chunk_size: int = 1024
 
     def __post_init__(self, **kwargs):
         legacy = {new: kwargs.pop(old) for old, new in _LEGACY_FUSION_KEYS.items() if old in kwargs}
@@ -90,6 +95,11 @@ class MofConfig(PreTrainedConfig):
         if self.projector_type not in PROJECTORS:
             raise ValueError(f"MofConfig.projector_type: unknown projector {self.projector_type!r}; known: {', '.join(PROJECTORS)}")
         self.fusion_class.check(self.encoder_specs, self.fusion_options)
+        if self.loss_implementation not in LOSS_IMPLEMENTATIONS:
+            raise ValueError(f"MofConfig.loss_implementation: expected one of {', '.join(LOSS_IMPLEMENTATIONS)}, "
+                             f"got {self.loss_implementation!r}")
+        if self.loss_chunk_size < 1:
+            raise ValueError(f"MofConfig.loss_chunk_size: expected a positive number of positions, got {self.loss_chunk_size}")
         if self.image_token_id < 0:
             raise ValueError(f"MofConfig.image_token_id: expected a non-negative id, got {self.image_token_id}")
 

@@ -10,11 +10,11 @@ from .weights import require_available
 
 # llava-hf key prefix -> MoF key prefix
 _KEY_MAP = (
-    ("model.vision_tower.", "vision_encoders.0.tower."),
-    ("model.multi_modal_projector.linear_1.", "fusion.projectors.0.0."),
-    ("model.multi_modal_projector.linear_2.", "fusion.projectors.0.2."),
-    ("model.language_model.", "language_model.model."),
-    ("lm_head.", "language_model.lm_head."),
+    ("model.vision_tower.", "model.vision_encoders.0.tower."),
+    ("model.multi_modal_projector.linear_1.", "model.fusion.projectors.0.0."),
+    ("model.multi_modal_projector.linear_2.", "model.fusion.projectors.0.2."),
+    ("model.language_model.", "model.language_model."),
+    ("lm_head.", "lm_head."),
 )
 
 
@@ -69,13 +69,13 @@ def from_llava(cls, llava, extra_encoders: list[dict] | None = None, fusion: str
     result = model.load_state_dict(state, strict=False)
     # Missing: only what MoF adds (extra encoders, their adapters). Unexpected: only tower layers
     # above the feature layer and the tower's final norm, which MoF never computes.
-    missing = [k for k in result.missing_keys if k.startswith(("vision_encoders.0.", "language_model.", "fusion.projectors.0."))]
+    missing = [k for k in result.missing_keys if k.startswith(("model.vision_encoders.0.", "model.language_model.", "lm_head.", "model.fusion.projectors.0."))]
     if missing:
         raise ValueError(f"from_llava: weights missing from the LLaVA checkpoint: {missing[:5]}")
     kept = model.vision_encoders[0].spec.num_layers_used
     for key in result.unexpected_keys:
         layer = key.split(".layers.")[1].split(".")[0] if ".layers." in key else None
-        if not (key.startswith("vision_encoders.0.") and ((layer is not None and int(layer) >= kept) or "post_layernorm" in key)):
+        if not (key.startswith("model.vision_encoders.0.") and ((layer is not None and int(layer) >= kept) or "post_layernorm" in key)):
             raise ValueError(f"from_llava: LLaVA weight {key!r} has no place in the MoF model")
     model.load_pretrained_components(encoders=range(1, len(model.vision_encoders)), llm=False)
     return model

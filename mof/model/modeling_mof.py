@@ -1,4 +1,5 @@
-"""`MofForConditionalGeneration`: a LLaVA-style model whose visual tokens mix several encoders."""
+"""`MofModel` (encoders, fusion, the LLM's decoder: hidden states) and `MofForConditionalGeneration` (adds the
+LM head and the loss), split as transformers' `LlavaModel` / `LlavaForConditionalGeneration` are."""
 
 from __future__ import annotations
 
@@ -6,82 +7,47 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .configuration_mof import MofConfig
+from .legacy_keys import register_legacy_layout
 from .llava_interop import from_llava
+from .loss import causal_lm_loss
 from .vision_encoders import VisionEncoder
 from .weights import require_available
 
 
 class MofPreTrainedModel(PreTrainedModel):
     config_class = MofConfig
-    base_model_prefix = "mof"
+    base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = True
+    _supports_flex_attn = True
     _supports_attention_backend = True
     _no_split_modules = ["VisionEncoder"]
 
 
-class MofForConditionalGeneration(MofPreTrainedModel, GenerationMixin):
+class MofModel(MofPreTrainedModel):
+    """Images and text in, the decoder's last hidden states out."""
+
     def __init__(self, config: MofConfig):
         super().__init__(config)
         specs = config.encoder_specs
         self.vision_encoders = nn.ModuleList(VisionEncoder(spec) for spec in specs)
         self.fusion = config.fusion_class(specs, config.text_config.hidden_size, config.fusion_options, config.projector_type)
-        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.language_model = AutoModel.from_config(config.text_config)
         if config.freeze_vision:
             self.vision_encoders.requires_grad_(False)
         self.post_init()
 
-    # ------------------------------------------------------------------ HF plumbing
     def get_input_embeddings(self):
         return self.language_model.get_input_embeddings()
 
     def set_input_embeddings(self, value):
         self.language_model.set_input_embeddings(value)
 
-    def get_output_embeddings(self):
-        return self.language_model.get_output_embeddings()
-
-    def set_output_embeddings(self, value):
-        self.language_model.set_output_embeddings(value)
-
-    @property
-    def num_visual_tokens(self) -> int:
-        return self.config.num_visual_tokens
-
-    # ------------------------------------------------------------------ weights
-    def load_pretrained_components(self, dtype: torch.dtype | None = None, encoders=None, llm: bool = True):
-        """Load the encoders (all, or the indices in `encoders`) and the LLM that name `pretrained`
-        weights (a hub id or a local directory).
-
-        Building from a config never downloads; this is the one step that reads pretrained weights.
-        Adapters keep their current (new or previously trained) weights.
-        """
-        specs = self.config.encoder_specs
-        indices = [i for i in (range(len(specs)) if encoders is None else encoders) if specs[i].pretrained]
-        refs = [specs[i].pretrained for i in indices] + ([self.config.text_pretrained] if llm and self.config.text_pretrained else [])
-        for ref in refs:
-            require_available(ref)  # every check before the first (slow) load
-        kwargs = {"dtype": dtype} if dtype is not None else {}
-        for i in indices:
-            frozen = self.vision_encoders[i].is_frozen
-            self.vision_encoders[i] = VisionEncoder.from_pretrained(specs[i], **kwargs).set_trainable(not frozen)
-        if llm and self.config.text_pretrained:
-            self.language_model = AutoModelForCausalLM.from_pretrained(self.config.text_pretrained, **kwargs)
-            self.config.text_config = self.language_model.config
-        return self
-
-    @classmethod
-    def from_llava(cls, llava, extra_encoders: list[dict] | None = None, fusion: str = "none", **kwargs):
-        """Import a `LlavaForConditionalGeneration` (object, hub id or directory) as a CLIP-only MoF
-        model; with `extra_encoders` and a fusion (e.g. a DINOv2 encoder and `interleaved`), LLaVA's
-        CLIP adapter is kept and the new encoders' adapters start fresh."""
-        return from_llava(cls, llava, extra_encoders, fusion, **kwargs)
-
-    # ------------------------------------------------------------------ vision
     def _pixels_per_encoder(self, pixel_values) -> list[torch.Tensor]:
         k = len(self.vision_encoders)
         if isinstance(pixel_values, torch.Tensor):
@@ -114,34 +80,142 @@ class MofForConditionalGeneration(MofPreTrainedModel, GenerationMixin):
         mask = image_mask.unsqueeze(-1).expand_as(inputs_embeds)
         return inputs_embeds.masked_scatter(mask, image_features.to(inputs_embeds.dtype))
 
+    def embed(self, input_ids, pixel_values=None, prefill: bool = True) -> torch.Tensor:
+        """Text embeddings with each image's visual tokens in its placeholder span (images in row-major order)."""
+        image_mask = input_ids == self.config.image_token_id
+        # The placeholder id may lie outside the LLM's vocabulary: look up a valid id instead.
+        inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
+        if pixel_values is not None and self._pixels_per_encoder(pixel_values)[0].shape[0] > 0:
+            return self.scatter_visual_tokens(inputs_embeds, image_mask, self.get_image_features(pixel_values))
+        if image_mask.any() and prefill:
+            raise ValueError(f"input_ids hold {int(image_mask.sum())} image tokens but no pixel_values were given")
+        if self.training:
+            inputs_embeds = inputs_embeds + self._vision_anchor(inputs_embeds)
+        return inputs_embeds
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        if inputs_embeds is None:
+            inputs_embeds = self.embed(input_ids, pixel_values, prefill=_is_prefill(kwargs))
+        return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                   position_ids=position_ids, **kwargs)
+
+
+class MofForConditionalGeneration(MofPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: MofConfig):
+        super().__init__(config)
+        self.model = MofModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    # ------------------------------------------------------------------ HF plumbing
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    @property
+    def vision_encoders(self) -> nn.ModuleList:
+        return self.model.vision_encoders
+
+    @property
+    def fusion(self) -> nn.Module:
+        return self.model.fusion
+
+    @property
+    def language_model(self) -> nn.Module:
+        """The LLM's decoder (its LM head is `self.lm_head`)."""
+        return self.model.language_model
+
+    @property
+    def num_visual_tokens(self) -> int:
+        return self.config.num_visual_tokens
+
+    def get_image_features(self, pixel_values):
+        return self.model.get_image_features(pixel_values)
+
+    # ------------------------------------------------------------------ weights
+    def load_pretrained_components(self, dtype: torch.dtype | None = None, encoders=None, llm: bool = True):
+        """Load the encoders (all, or the indices in `encoders`) and the LLM that name `pretrained`
+        weights (a hub id or a local directory).
+
+        Building from a config never downloads; this is the one step that reads pretrained weights.
+        Adapters keep their current (new or previously trained) weights.
+        """
+        specs = self.config.encoder_specs
+        indices = [i for i in (range(len(specs)) if encoders is None else encoders) if specs[i].pretrained]
+        refs = [specs[i].pretrained for i in indices] + ([self.config.text_pretrained] if llm and self.config.text_pretrained else [])
+        for ref in refs:
+            require_available(ref)  # every check before the first (slow) load
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        for i in indices:
+            frozen = self.vision_encoders[i].is_frozen
+            self.model.vision_encoders[i] = VisionEncoder.from_pretrained(specs[i], **kwargs).set_trainable(not frozen)
+        if llm and self.config.text_pretrained:
+            causal_lm = AutoModelForCausalLM.from_pretrained(self.config.text_pretrained, **kwargs)
+            self.model.language_model = causal_lm.get_decoder()
+            self.lm_head = causal_lm.get_output_embeddings()
+            self.config.text_config = causal_lm.config
+        return self
+
+    @classmethod
+    def from_llava(cls, llava, extra_encoders: list[dict] | None = None, fusion: str = "none", **kwargs):
+        """Import a `LlavaForConditionalGeneration` (object, hub id or directory) as a CLIP-only MoF
+        model; with `extra_encoders` and a fusion (e.g. a DINOv2 encoder and `interleaved`), LLaVA's
+        CLIP adapter is kept and the new encoders' adapters start fresh."""
+        return from_llava(cls, llava, extra_encoders, fusion, **kwargs)
+
     # ------------------------------------------------------------------ forward
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         pixel_values: torch.Tensor | Sequence[torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
-    ):
-        if inputs_embeds is None:
-            image_mask = input_ids == self.config.image_token_id
-            # The placeholder id may lie outside the LLM's vocabulary: look up a valid id instead.
-            inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
-            has_pixels = pixel_values is not None and self._pixels_per_encoder(pixel_values)[0].shape[0] > 0
-            if has_pixels:
-                features = self.get_image_features(pixel_values)
-                inputs_embeds = self.scatter_visual_tokens(inputs_embeds, image_mask, features)
-            elif image_mask.any() and _is_prefill(kwargs):
-                raise ValueError(f"input_ids hold {int(image_mask.sum())} image tokens but no pixel_values were given")
-            elif self.training:
-                inputs_embeds = inputs_embeds + self._vision_anchor(inputs_embeds)
-        return self.language_model(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs
-        )
+    ) -> CausalLMOutputWithPast:
+        """With `labels` and `config.loss_implementation` other than `full`, the loss is computed chunk by chunk
+        (or by Liger's fused kernel) without the full logits, and `logits` is None."""
+        kwargs.pop("num_items_in_batch", None)
+        if labels is not None:  # training: no cache, which also lets packed position_ids delimit the samples
+            kwargs.setdefault("use_cache", False)
+        outputs = self.model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
+                             position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs)
+        hidden = outputs.last_hidden_state
+        implementation = self.config.loss_implementation
+        if labels is not None and implementation != "full":
+            loss, logits = causal_lm_loss(hidden, self.lm_head.weight, labels, implementation,
+                                          self.config.loss_chunk_size), None
+        else:
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(hidden[:, keep, :])
+            loss = causal_lm_loss(logits, None, labels, "full") if labels is not None else None
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache,
+                                      hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+
+register_legacy_layout(MofConfig.model_type)
 
 
 def _is_prefill(kwargs) -> bool:
     cache = kwargs.get("cache", kwargs.get("past_key_values"))
     return cache is None or cache.get_seq_length() == 0
-

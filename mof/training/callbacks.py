@@ -14,26 +14,27 @@ from ..errors import MofError
 
 
 class ThroughputMonitor(pl.Callback):
-    """tokens/s and samples/s over the last logging window, on the progress bar and in the logger."""
+    """Real (not padding) tokens/s, samples/s and the share of padding over the last logging window."""
 
     def __init__(self):
         self._t0 = None
-        self._tokens = 0
-        self._samples = 0
+        self._tokens = self._positions = self._samples = 0
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         if self._t0 is None:
             self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if "attention_mask" in batch:
-            self._tokens += int(batch["attention_mask"].sum()) * trainer.world_size
+        self._tokens += int(batch.get("num_tokens", 0)) * trainer.world_size
+        self._positions += (batch["input_ids"].numel() if "input_ids" in batch else 0) * trainer.world_size
         self._samples += int(batch.get("num_samples", 0)) * trainer.world_size
         if (batch_idx + 1) % trainer.log_every_n_steps == 0:
             dt = time.perf_counter() - self._t0
-            module.log_dict({"perf/tokens_per_s": self._tokens / dt, "perf/samples_per_s": self._samples / dt},
+            module.log_dict({"perf/tokens_per_s": self._tokens / dt, "perf/samples_per_s": self._samples / dt,
+                             "perf/padding_fraction": 1 - self._tokens / max(self._positions, 1)},
                             prog_bar=True, rank_zero_only=True)
-            self._t0, self._tokens, self._samples = time.perf_counter(), 0, 0
+            self._t0 = time.perf_counter()
+            self._tokens = self._positions = self._samples = 0
 
 
 class GradNormMonitor(pl.Callback):

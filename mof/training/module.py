@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import torch
 
 from ..errors import MofError
+from ..model.legacy_keys import LIGHTNING_PREFIXES, migrate_legacy_keys
 from .checkpointing import restore_rng_states, rng_states, set_aside_unverified_last, trainable_state
 from .optim import build_optimizer
 
@@ -51,8 +52,9 @@ class MofLitModule(pl.LightningModule):
             return self._zero_loss()
         self.trained_batches += 1
         if n:
-            loss = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                              pixel_values=batch.get("pixel_values"), labels=batch["labels"]).loss
+            loss = self.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                              position_ids=batch.get("position_ids"), pixel_values=batch.get("pixel_values"),
+                              labels=batch["labels"]).loss
         else:  # this rank's samples were all skipped, others have some: join their gradient exchange
             loss = self._zero_loss()
         # The global batch's loss, each rank's weighted by its samples; every rank takes the same decision.
@@ -145,6 +147,8 @@ class MofLitModule(pl.LightningModule):
         checkpoint["mof"] = self.run_info
 
     def on_load_checkpoint(self, checkpoint):
+        if "state_dict" in checkpoint:
+            checkpoint["state_dict"] = migrate_legacy_keys(checkpoint["state_dict"], LIGHTNING_PREFIXES)
         if "rng_states" in checkpoint:
             restore_rng_states(checkpoint["rng_states"])
         self.trained_batches = int(checkpoint.get("trained_batches", checkpoint.get("global_step", 0)))
