@@ -9,4 +9,4 @@ python -m pip install -q --upgrade pip
 python -m pip install -q torch==2.13.0
 # DeepSpeed is an sdist whose build imports torch: build it against the torch installed above.
 DS_BUILD_OPS=0 python -m pip install -q --no-build-isolation "deepspeed>=0.16"
-python -m pip install -q -e ".[test]"
+python -m pip install -q -e ".[test,tune]"

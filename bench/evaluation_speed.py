@@ -16,8 +16,7 @@ from mof import MofForConditionalGeneration, tiny_config
 from mof.data import MofImageProcessor, load_tokenizer
 from mof.evaluation.generation import answer
 from mof.evaluation.loading import Loaded
-from mof.evaluation.benchmarks.mmvp import load_mmvp
-from mof.evaluation.benchmarks.synthetic import synthetic_benchmark_root
+from mof.evaluation.benchmarks.synthetic import Synthetic
 
 
 def main():
@@ -25,8 +24,7 @@ def main():
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--rounds", type=int, default=3)
     a = p.parse_args()
-    root = synthetic_benchmark_root(tempfile.mkdtemp(), pairs_per_pattern=4)
-    questions, _ = load_mmvp(root)
+    questions = Synthetic({"synthetic": {"pairs_per_pattern": 4}}, tempfile.mkdtemp()).items()
     torch.manual_seed(0)
     config = tiny_config(vocab_size=544)
     loaded = Loaded(MofForConditionalGeneration(config).eval(), load_tokenizer(), MofImageProcessor.from_model_config(config),

@@ -8,7 +8,7 @@ from PIL import Image
 from helpers import compose_cfg, run_script
 from mof import MofForConditionalGeneration, tiny_config
 from mof.data import MofImageProcessor, load_tokenizer
-from mof.evaluation.benchmarks.mmvp import BenchmarkFormatError, load_mmvp
+from mof.evaluation.benchmarks.mmvp import MMVP, BenchmarkFormatError, load_mmvp
 from mof.evaluation.benchmarks.mmvp_vlm import evaluate_vlm
 from mof.evaluation.report import main as report_main
 from mof.evaluation.report import pearson
@@ -83,8 +83,8 @@ def test_rescoring_parses_every_response_again(tmp_path):
               "parsed": "b", "correct": True}]
     f = tmp_path / "predictions.jsonl"
     f.write_text("\n".join(json.dumps(p) for p in preds))
-    plain = rescore(f, tmp_path / "plain")
-    fixed = rescore(f, tmp_path / "fixed", corrections="lmms_eval")
+    plain = rescore(MMVP({}), f, tmp_path / "plain")
+    fixed = rescore(MMVP({"corrections": "lmms_eval"}), f, tmp_path / "fixed")
     assert plain["pair_accuracy"] == 0.0 and plain["num_correct_questions"] == 0  # stored parsed/correct ignored
     assert fixed["pair_accuracy"] == 100.0 and fixed["corrections"] == "lmms_eval"
     assert json.loads((tmp_path / "fixed" / "results.json").read_text())["pair_accuracy"] == 100.0
@@ -94,13 +94,13 @@ def test_rescoring_another_tools_predictions_with_the_benchmark(tmp_path):
     root = write_mmvp(tmp_path / "mmvp", published_rows(4), with_images=False)
     f = tmp_path / "other.jsonl"
     f.write_text("\n".join(json.dumps({"index": i, "response": r}) for i, r in enumerate(["A", "(b) Sitting", "a", "c"], 1)))
-    results = rescore(f, tmp_path / "out", root=root)
+    results = rescore(MMVP({"root": root}), f, tmp_path / "out")
     assert results["num_correct_questions"] == 3 and results["pair_accuracy"] == 50.0 and results["unparsed"] == 1
     with pytest.raises(BenchmarkFormatError, match="set benchmark.root"):
-        rescore(f, tmp_path / "out2")
+        rescore(MMVP({}), f, tmp_path / "out2")
     f.write_text('{"index": 1, "response": "a"}\nnot json\n')
     with pytest.raises(BenchmarkFormatError, match=r"other.jsonl:2: not valid JSON"):
-        rescore(f, tmp_path / "out3", root=root)
+        rescore(MMVP({"root": root}), f, tmp_path / "out3")
 
 
 def test_bad_benchmark_folders_give_clear_errors(tmp_path):

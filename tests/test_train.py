@@ -228,8 +228,9 @@ def test_print_config(tmp_path):
 
 @pytest.mark.slow
 def test_sweep_runs_one_job_per_value_and_survives_a_failed_job(tmp_path, data_dir):
+    """The paper's alpha sweep in small, each job scoring two benchmarks, then its trade-off table."""
     proc = run_script(["train.py", "-m", "mof=additive", "mof.alpha=0,1", "stage.optimizer.lr=1e-3,-1", *FAST,
-                       "trainer.max_steps=2", "evaluate_after=null", f"paths.data_dir={data_dir}",
+                       "trainer.max_steps=2", "evaluate_after=[synthetic,synthetic_pope]", f"paths.data_dir={data_dir}",
                        f"hydra.sweep.dir={tmp_path}"])
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
     assert len(jobs) == 4
@@ -239,6 +240,15 @@ def test_sweep_runs_one_job_per_value_and_survives_a_failed_job(tmp_path, data_d
     alphas = sorted(json.loads((j / "export" / "config.json").read_text())["fusion"]["alpha"] for j in exports)
     assert alphas == [0.0, 1.0]
     assert "stage.optimizer.lr" in (failed[0] / "error.txt").read_text()
+    for j in exports:
+        assert json.loads((j / "eval_synthetic_pope" / "results.json").read_text())["num_questions"] == 48
+    run_script(["-m", "mof.report", "tradeoff", str(tmp_path), "--out", str(tmp_path / "report")])
+    rows = json.loads((tmp_path / "report" / "tradeoff.json").read_text())
+    scored = [r for r in rows if "synthetic pair accuracy" in r]
+    assert sorted(r["mof.alpha"] for r in scored) == [0.0, 1.0] and all("synthetic_pope f1" in r for r in scored)
+    table = (tmp_path / "report" / "tradeoff.md").read_text()
+    assert table.startswith("| mof.alpha | synthetic pair accuracy | synthetic_pope f1 |")
+    assert (tmp_path / "report" / "tradeoff.png").stat().st_size > 1000
 
 
 def test_default_training_config_is_the_documented_default(tmp_path, data_dir):
@@ -247,7 +257,7 @@ def test_default_training_config_is_the_documented_default(tmp_path, data_dir):
     cfg = compose_cfg("train", tmp_path, data_dir)
     assert cfg.model.config._target_.endswith("tiny_config") and cfg.mof.type == "interleaved"
     assert cfg.data._target_ == "mof.data.MofDataModule" and cfg.logger.offline is True
-    assert cfg.evaluate_after == "synthetic"
+    assert list(cfg.evaluate_after) == ["synthetic"]
 
 
 def test_small_default_run_end_to_end_with_evaluation(tmp_path, data_dir):
@@ -255,7 +265,7 @@ def test_small_default_run_end_to_end_with_evaluation(tmp_path, data_dir):
     metrics = train(cfg)
     results = json.loads((tmp_path / "eval_synthetic" / "results.json").read_text())
     assert results["num_questions"] == 36 and results["num_pairs"] == 18
-    assert metrics["eval/pair_accuracy"] == results["pair_accuracy"]
+    assert metrics["eval/synthetic/pair_accuracy"] == results["pair_accuracy"]
     assert len(results["per_pattern"]) == 9
     assert list((tmp_path / "csv").rglob("metrics.csv"))
 
@@ -284,3 +294,24 @@ def test_logged_learning_rate_follows_warmup_then_cosine(tmp_path, data_dir):
     for got, want in zip(logged, expected):
         assert math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-12), (logged, expected)
     assert max(logged) == pytest.approx(lr)
+
+
+@pytest.mark.slow
+def test_optuna_study_records_failed_trials_and_resumes_from_sqlite(tmp_path, data_dir):
+    import optuna
+
+    args = ["train.py", "-m", "hparams_search=amof_alpha", "model.lr=choice(0.002,-1)", *FAST, "trainer.max_steps=2",
+            "export=false", f"paths.data_dir={data_dir}", f"hydra.sweep.dir={tmp_path}"]
+    run_script([*args, "hydra.sweeper.n_trials=3"])
+    study = optuna.load_study(study_name="train", storage=f"sqlite:///{tmp_path}/optuna.db")
+    states = [t.state.name for t in study.trials]
+    assert len(states) == 3 and "COMPLETE" in states and "FAIL" in states, states  # a failed job: a failed trial
+    failed = next(t for t in study.trials if t.state.name == "FAIL")
+    assert failed.params["model.lr"] == -1 and (tmp_path / str(failed.number) / "error.txt").exists()
+    best = study.best_trial
+    assert best.params["model.lr"] == 0.002 and 0.0 <= best.params["mof.alpha"] <= 1.0
+    assert best.value == json.loads((tmp_path / str(best.number) / "eval_synthetic" / "results.json").read_text())["pair_accuracy"]
+    run_script([*args, "hydra.sweeper.n_trials=4"])  # the same study, one more trial
+    study = optuna.load_study(study_name="train", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert len(study.trials) == 4 and (tmp_path / "3").is_dir()
+    assert "best_params" in (tmp_path / "optimization_results.yaml").read_text()

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from ..build import ConfigError
 from ..errors import MofError, exit_with
-from .benchmarks.mmvp_vlm import evaluate_vlm
-from .benchmarks.synthetic import synthetic_benchmark_root
-from .run import evaluate_mcq, rescore
+from .benchmarks import get_benchmark
+from .run import evaluate_benchmark, rescore
 from .wandb_log import log_results
 
 
@@ -29,32 +29,32 @@ def check(cfg) -> None:
 
 
 def main(cfg) -> float:
-    """`evaluate.py`'s body: the primary metric; an input error is one line on stderr and exit status 2."""
+    """`evaluate.py`'s body: the benchmark's primary metric; an input error is one line on stderr and exit status 2."""
     try:
-        return evaluate(cfg)["pair_accuracy"]
+        results = evaluate(cfg)
+        return results[results["primary_metric"]]
     except MofError as e:
         exit_with(e)
 
 
 def evaluate(cfg) -> dict:
+    try:
+        benchmark_class = get_benchmark(cfg.benchmark.name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     check(cfg)
     b = cfg.benchmark
     out_dir = Path(cfg.paths.output_dir)
-    if b.name == "mmvp_vlm":
-        if not cfg.checkpoint:
-            raise ValueError("checkpoint: a CLIP-like model (hub id or directory) is required for mmvp_vlm")
-        results = evaluate_vlm(cfg.checkpoint, b.root, out_dir, b.batch_size, _device(cfg.device))
+    benchmark = benchmark_class(OmegaConf.to_container(b, resolve=True), cfg.paths.data_dir)
+    if b.get("predictions"):
+        results = rescore(benchmark, b.predictions, out_dir)
+    elif hasattr(benchmark, "evaluate_model"):  # not answered by an MLLM (MMVP-VLM)
+        results = benchmark.evaluate_model(cfg.checkpoint, out_dir, _device(cfg.device))
     else:
-        if b.get("predictions"):
-            results = rescore(b.predictions, out_dir, b.name, b.corrections, b.root)
-        else:
-            if not cfg.checkpoint:
-                raise ValueError("checkpoint: expected a mof export folder, a .ckpt or a LLaVA checkpoint")
-            root = b.root
-            if b.name == "synthetic" and root is None:
-                root = synthetic_benchmark_root(cfg.paths.data_dir, **dict(b.get("synthetic") or {}))
-            results = evaluate_mcq(cfg.checkpoint, root, out_dir, b.name, b.template, b.batch_size, b.prompt,
-                                   b.corrections, b.max_new_tokens, _device(cfg.device), b.limit)
+        if not cfg.checkpoint:
+            raise ValueError("checkpoint: expected a mof export folder, a .ckpt or a LLaVA checkpoint")
+        results = evaluate_benchmark(benchmark, cfg.checkpoint, out_dir, b.get("template"), b.get("batch_size", 16),
+                                     b.get("max_new_tokens"), _device(cfg.device), b.get("limit"))
     if cfg.get("logger") == "wandb":
         log_results(results, out_dir, cfg.task_name)
     return results

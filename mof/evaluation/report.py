@@ -31,15 +31,21 @@ def pattern_scores(results: dict) -> dict[str, float]:
     return {k: v["pair_accuracy"] if isinstance(v, dict) else float(v) for k, v in (results.get("per_pattern") or {}).items()}
 
 
+def metric_names(results: dict) -> list[str]:
+    """The metrics a results file reports, its primary first (files written before benchmarks named theirs: MMVP's)."""
+    return list(results.get("metric_names") or ["pair_accuracy", "question_accuracy"])
+
+
 def markdown(all_results: list[dict]) -> str:
     patterns = sorted({p for r in all_results for p in pattern_scores(r)})
-    head = ["system", "benchmark", "pair acc.", "question acc.", "pairs", "unparsed"] + patterns
+    metrics = list(dict.fromkeys(m for r in all_results for m in metric_names(r)))
+    head = ["system", "benchmark", *[m.replace("_", " ") for m in metrics], "items", "unparsed"] + patterns
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in all_results:
         ps = pattern_scores(r)
-        row = [_label(r), r.get("benchmark", ""), f"{r.get('pair_accuracy', math.nan):.1f}",
-               f"{r.get('question_accuracy', math.nan):.1f}" if "question_accuracy" in r else "-",
-               str(r.get("num_pairs", "")), str(r.get("unparsed", "-"))]
+        row = [_label(r), r.get("benchmark", "")]
+        row += [f"{r[m]:.1f}" if isinstance(r.get(m), (int, float)) else "-" for m in metrics]
+        row += [str(r.get("num_pairs", r.get("num_questions", ""))), str(r.get("unparsed", "-"))]
         row += [f"{ps[p]:.1f}" if p in ps else "-" for p in patterns]
         lines.append("| " + " | ".join(row) + " |")
     text = "\n".join(lines) + "\n"
@@ -88,11 +94,12 @@ def write_report(all_results: list[dict], out_dir: Path) -> None:
 
 
 def print_summary(results: dict) -> None:
-    print(f"{results.get('benchmark')}: pair accuracy {results['pair_accuracy']:.1f}% "
-          f"({results.get('num_correct_pairs', '?')}/{results.get('num_pairs')}), question accuracy "
-          f"{results.get('question_accuracy', math.nan):.1f}%, unparsed {results.get('unparsed', 0)}, "
-          f"unanswerable {results.get('unanswerable', 0)}"
-          + (f", average over patterns {results['average']:.1f}%" if "average" in results else ""))
+    names = metric_names(results)
+    text = ", ".join(f"{m.replace('_', ' ')} {results[m]:.1f}%" for m in names if isinstance(results.get(m), (int, float)))
+    print(f"{results.get('benchmark')}: {text}; unparsed {results.get('unparsed', 0)}, "
+          f"unanswerable {results.get('unanswerable', 0)}")
+    for split, v in sorted((results.get("per_split") or {}).items()):
+        print(f"  {split:<45} " + ", ".join(f"{m} {v[m]:.1f}" for m in names if m in v))
     for p, v in sorted((results.get("per_pattern") or {}).items()):
         print(f"  {p:<45} {v['pair_accuracy']:6.1f}% ({v.get('correct_pairs', '?')}/{v.get('pairs', '?')})")
 

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from .report import metric_names
+
 
 def log_results(results: dict, out_dir: Path, name: str, max_rows: int = 300) -> None:
     import wandb
@@ -13,12 +15,14 @@ def log_results(results: dict, out_dir: Path, name: str, max_rows: int = 300) ->
     mode = os.environ.get("WANDB_MODE", "offline")
     run = wandb.init(project="mof", name=name, dir=str(out_dir), mode=mode, job_type="evaluation",
                      config={k: results.get(k) for k in ("benchmark", "checkpoint", "template", "prompt")})
-    metrics = {f"{results['benchmark']}/{k}": results[k] for k in ("pair_accuracy", "question_accuracy") if k in results}
+    metrics = {f"{results['benchmark']}/{k}": results[k] for k in metric_names(results) if k in results}
+    metrics.update({f"{results['benchmark']}/{split}/{k}": v[k] for split, v in (results.get("per_split") or {}).items()
+                    for k in metric_names(results) if k in v})
     metrics.update({f"{results['benchmark']}/pattern/{p}": v["pair_accuracy"]
                     for p, v in (results.get("per_pattern") or {}).items()})
     run.log(metrics)
     pred_file = out_dir / "predictions.jsonl"
-    if pred_file.exists() and results["benchmark"] != "mmvp_vlm":
+    if pred_file.exists() and results["benchmark"] in ("mmvp", "synthetic"):
         root = Path(results.get("root") or "")
         columns = ["index", "image", "question", "options", "answer", "response", "parsed", "correct"]
         table = wandb.Table(columns=columns)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..evaluation.benchmarks import BENCHMARKS
+
 from ..build import ConfigError
 from ..build.stages import STAGES
 from ..data.conversation import TEMPLATES
@@ -46,7 +48,10 @@ def validate(cfg) -> None:
            cfg.trainer.accumulate_grad_batches)
     _check(cfg.resume in (None, "auto") or Path(str(cfg.resume)).exists(), "resume", "null, auto or an existing checkpoint",
            cfg.resume)
-    _check(cfg.evaluate_after in (None, "synthetic"), "evaluate_after", "null or synthetic", cfg.evaluate_after)
+    after = cfg.evaluate_after
+    names = [] if after is None else [after] if isinstance(after, str) else list(after)
+    _check(all(n in BENCHMARKS for n in names), "evaluate_after",
+           f"null or a list of benchmarks ({', '.join(BENCHMARKS)})", after)
     if cfg.model.get("projector_from"):
         _check(Path(cfg.model.projector_from).exists(), "model.projector_from", "an existing run directory, export or .ckpt",
                cfg.model.projector_from)

@@ -16,8 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from ..build.export import save_export
 from ..build.stages import log_parameter_report
 from ..data import load_tokenizer
-from ..evaluation.benchmarks.synthetic import synthetic_benchmark_root
-from ..evaluation.run import evaluate_mcq
+from ..evaluation.benchmarks import get_benchmark
+from ..evaluation.run import evaluate_benchmark
 from ..errors import MofError, exit_with
 from .callbacks import GracefulStop, GradNormMonitor, SkippedSamples, StopAndSave, ThroughputMonitor, ZeroPartitionReport
 from .checkpointing import AtomicCheckpointIO, resolve_resume
@@ -132,25 +132,44 @@ def train(cfg: DictConfig) -> dict:
         raise TrainingFailed(
             f"{skipped.fraction:.1%} of the samples were skipped during training (limit data.max_skipped_fraction="
             f"{bound}): {dict(skipped.counts)}; no export written. Fix the data, or raise the limit knowingly.")
-    if cfg.export or cfg.evaluate_after:
+    if cfg.export or evaluate_after(cfg):
         export_dir = export_after_training(trainer, module, tokenizer, datamodule.image_processor, run_dir / "export")
-        if trainer.is_global_zero and cfg.evaluate_after == "synthetic":
-            synthetic = cfg.data.get("synthetic") or {}
-            root = synthetic_benchmark_root(cfg.paths.data_dir, seed=synthetic.get("seed"), size=synthetic.get("size"),
-                                            shuffle_options=synthetic.get("shuffle_options"),
-                                            pairs_per_pattern=cfg.synthetic_benchmark.pairs_per_pattern)
-            results = evaluate_mcq(export_dir, root, run_dir / "eval_synthetic", benchmark="synthetic",
-                                   template=cfg.stage.template, device=next(module.model.parameters()).device)
-            metrics["eval/pair_accuracy"] = results["pair_accuracy"]
-            metrics["eval/question_accuracy"] = results["question_accuracy"]
-            if logger:
-                logger.log_metrics({"eval/pair_accuracy": results["pair_accuracy"],
-                                    "eval/question_accuracy": results["question_accuracy"]})
+        if trainer.is_global_zero:
+            device = next(module.model.parameters()).device
+            for name in evaluate_after(cfg):
+                benchmark = get_benchmark(name)(benchmark_section(cfg, name), cfg.paths.data_dir)
+                results = evaluate_benchmark(benchmark, export_dir, run_dir / f"eval_{name}",
+                                             template=cfg.stage.template, device=device)
+                scores = {f"eval/{name}/{m}": results[m] for m in results["metric_names"]}
+                metrics.update(scores)
+                if logger:
+                    logger.log_metrics(scores)
     if logger and hasattr(logger, "experiment") and "Wandb" in type(logger).__name__:
         import wandb
 
         wandb.finish()
     return metrics
+
+
+def evaluate_after(cfg) -> list[str]:
+    """The benchmarks to score after training: `evaluate_after` as a name or a list of names (null: none)."""
+    value = cfg.get("evaluate_after")
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def benchmark_section(cfg, name: str) -> dict:
+    """A benchmark's settings after training: `benchmarks.<name>` of the run's config; the synthetic ones are drawn
+    like the run's synthetic data (seed, size), `synthetic_benchmark.pairs_per_pattern` pairs of each pattern."""
+    node = (cfg.get("benchmarks") or {}).get(name)
+    section = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    if name in ("synthetic", "synthetic_pope"):
+        synthetic = cfg.data.get("synthetic") or {}
+        section.setdefault("synthetic", {"seed": synthetic.get("seed"), "size": synthetic.get("size"),
+                                         "shuffle_options": synthetic.get("shuffle_options"),
+                                         "pairs_per_pattern": cfg.synthetic_benchmark.pairs_per_pattern})
+    return section
 
 
 def export_after_training(trainer, module, tokenizer, image_processor, out: Path) -> Path:

@@ -5,11 +5,14 @@
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import MofError
-from ..scoring import parse_response
+from ..prompts import format_mcq_prompt, instruction
+from ..scoring import parse_response, score
+from .base import Benchmark, Item
 
 REQUIRED_COLUMNS = ("Index", "Question", "Options", "Correct Answer")
 IMAGE_DIRS = ("MMVP Images", "images")
@@ -29,6 +32,16 @@ CORRECTION_SETS = {
 
 class BenchmarkFormatError(MofError, ValueError):
     pass
+
+
+def json_lines(path: Path, what: str):
+    """`(line number, value)` of each non-empty line of a JSON-lines file; bad JSON names its line."""
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BenchmarkFormatError(f"{path}:{lineno}: not valid JSON ({e.msg}); expected one {what} per line") from None
 
 
 def write_mmvp(out: str | Path, rows: list[dict], images: list) -> dict:
@@ -127,3 +140,115 @@ def load_mmvp(root: str | Path, corrections: str | None = None) -> tuple[list[Qu
     questions = [Question(index, row["Question"], row["Options"], answers[index], image_dir / f"{index}.jpg",
                           row.get("Pattern") or None) for index, row in zip(indices, rows)]
     return questions, applied
+
+
+# The nine visual patterns, named as MMVP-VLM names them, and the other names they go by (the paper's figures,
+# the synthetic benchmark): per-pattern scores of MMVP and MMVP-VLM line up under these names.
+PATTERNS = ("Orientation and Direction", "Presence of Specific Features", "State and Condition", "Quantity and Count",
+            "Positional and Relational Context", "Color and Appearance", "Structural Characteristics", "Texts",
+            "Viewpoint and Perspective")
+_ALIASES = {"structural and physical characteristics": "Structural Characteristics", "text": "Texts",
+            "colour and appearance": "Color and Appearance"}
+
+
+def canonical_pattern(name: str) -> str:
+    """One of `PATTERNS` for any of its names (any case); other names are kept as they are (own benchmarks)."""
+    key = name.strip().lower()
+    return next((p for p in PATTERNS if p.lower() == key), _ALIASES.get(key, name.strip()))
+
+
+def read_pattern_map(path: str | Path) -> dict[int, str]:
+    """`Index,Pattern` rows (MMVP's published file has no pattern column) -> {Index: pattern}."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchmarkFormatError(f"benchmark.patterns: no file at {path}; expected a CSV with columns Index,Pattern")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        if [c.strip() for c in reader.fieldnames or []][:2] != ["Index", "Pattern"]:
+            raise BenchmarkFormatError(f"{path}: expected the columns Index,Pattern, found {reader.fieldnames}")
+        out = {}
+        for line, row in enumerate(reader, 2):
+            try:
+                index = int(row["Index"])
+            except (TypeError, ValueError):
+                raise BenchmarkFormatError(f"{path}:{line}: Index {row['Index']!r} is not a number") from None
+            pattern = canonical_pattern(row["Pattern"] or "")
+            if pattern not in PATTERNS:
+                raise BenchmarkFormatError(f"{path}:{line}: unknown pattern {row['Pattern']!r}; expected one of "
+                                           f"{', '.join(PATTERNS)}")
+            out[index] = pattern
+    return out
+
+
+def with_patterns(questions: list[Question], patterns: dict[int, str] | None, source) -> list[Question]:
+    """Questions with their patterns (a mapping file wins over a Pattern column), in MMVP-VLM's names; both
+    questions of a pair must share one."""
+    for q in questions:
+        q.pattern = patterns.get(q.index, q.pattern) if patterns else q.pattern
+        q.pattern = canonical_pattern(q.pattern) if q.pattern else None
+    for a, b in zip(questions[::2], questions[1::2]):
+        if a.pattern != b.pattern:
+            raise BenchmarkFormatError(f"{source}: questions {a.index} and {b.index} form a pair but have the patterns "
+                                       f"{a.pattern!r} and {b.pattern!r}; a pair has one pattern")
+    return questions
+
+
+class MMVP(Benchmark):
+    """`benchmark=mmvp`: `root` (the official layout), `prompt`, `corrections`, `patterns` (an Index,Pattern file)."""
+
+    name = "mmvp"
+    primary_metric = "pair_accuracy"
+    metric_names = ("pair_accuracy", "question_accuracy")
+
+    def root(self) -> Path:
+        return Path(self.section["root"])
+
+    def questions(self) -> tuple[list[Question], dict]:
+        questions, applied = load_mmvp(self.root(), self.section.get("corrections"))
+        patterns = self.section.get("patterns")
+        return with_patterns(questions, read_pattern_map(patterns) if patterns else None, patterns or self.root()), applied
+
+    def items(self) -> list[Item]:
+        questions, self._applied = self.questions()
+        suffix = instruction(self.section.get("prompt", "llava15"))
+        return [Item(q.index, q.image, format_mcq_prompt(q.question, q.options, suffix),
+                     {"index": q.index, "question": q.question, "options": q.options, "answer": q.answer,
+                      "pattern": q.pattern}) for q in questions]
+
+    def judge(self, p: dict) -> dict:
+        parsed = parse_response(p["response"], p["options"]) if p.get("response") is not None else None
+        return {**p, "parsed": parsed, "correct": parsed is not None and f"({parsed})" == p["answer"]}
+
+    def score(self, predictions: list[dict]) -> dict:
+        return score(predictions)
+
+    def describe(self) -> dict:
+        applied = getattr(self, "_applied", {})
+        return {"root": str(self.section.get("root")), "prompt": self.section.get("prompt"),
+                "corrections": self.section.get("corrections") or "none",
+                "corrections_applied": {str(k): v for k, v in applied.items()}}
+
+    def complete(self, predictions: list[dict], source: Path) -> list[dict]:
+        """Answers and options from the file or, where it lacks them, from the benchmark at `root`; then the
+        corrections (the file's own answer keys are the published ones) and the pattern mapping."""
+        questions = {}
+        if any("answer" not in p or "options" not in p for p in predictions):
+            root = self.section.get("root")
+            if root is None or not (Path(root) / "Questions.csv").is_file():
+                raise BenchmarkFormatError(f"{source}: predictions without 'answer'/'options' need the benchmark: "
+                                           f"set benchmark.root (now {root})")
+            questions = {q.index: q for q in load_mmvp(root)[0]}
+        patterns = read_pattern_map(self.section["patterns"]) if self.section.get("patterns") else {}
+        answers, rows = {}, []
+        for p in predictions:
+            q = questions.get(p["index"])
+            options = p.get("options") or (q.options if q else "")
+            answer = p.get("answer") or (q.answer if q else None)
+            letter = parse_response(answer, options) if answer else None
+            if letter is None:
+                raise BenchmarkFormatError(f"{source}: no usable answer for index {p['index']} ({answer!r})")
+            answers[p["index"]] = f"({letter})"
+            pattern = patterns.get(p["index"]) or p.get("pattern") or (q.pattern if q else None)
+            rows.append({**p, "options": options, "pattern": canonical_pattern(pattern) if pattern else None})
+        self._applied = apply_corrections(answers, self.section.get("corrections"))
+        return [{**p, "answer": answers[p["index"]]} for p in rows]

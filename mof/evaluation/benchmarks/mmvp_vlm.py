@@ -18,14 +18,13 @@ import torch
 
 from ...data.images import ImageError, load_image
 from ...model.weights import require_available
-from .mmvp import BenchmarkFormatError, find_layout
+from .base import Benchmark
+from .mmvp import PATTERNS, BenchmarkFormatError, find_layout
 from ..report import print_summary, write_report
 
 IMAGE_DIRS = ("MMVP_VLM_Images", "MLLM_VLM Images")
 # The original script's names of the nine patterns, in file order (15 pairs each).
-CATEGORIES = ("Orientation and Direction", "Presence of Specific Features", "State and Condition", "Quantity and Count",
-              "Positional and Relational Context", "Color and Appearance", "Structural Characteristics", "Texts",
-              "Viewpoint and Perspective")
+CATEGORIES = PATTERNS
 LAYOUT = ("expected:\n  DIR/Questions.csv   (columns: question id, type, statement)\n"
           "  DIR/MMVP_VLM_Images/<type>/<id>.jpg\n"
           "MMVP-VLM is published on the Hugging Face hub as the dataset MMVP/MMVP_VLM.")
@@ -103,6 +102,7 @@ def evaluate_vlm(checkpoint: str, root, out_dir, batch_size: int = 32, device="c
     pairs = sum(v["pairs"] for v in per_pattern.values())
     correct = sum(v["correct_pairs"] for v in per_pattern.values())
     results = {"benchmark": "mmvp_vlm", "checkpoint": str(checkpoint), "root": str(root),
+               "primary_metric": "average", "metric_names": ["average", "pair_accuracy"],
                "pair_accuracy": 100.0 * correct / max(1, pairs),  # as everywhere: correct pairs / pairs
                "average": sum(scores) / max(1, len(scores)),  # the paper's number: the mean over the patterns
                "num_pairs": pairs, "num_correct_pairs": correct,
@@ -114,3 +114,16 @@ def evaluate_vlm(checkpoint: str, root, out_dir, batch_size: int = 32, device="c
     write_report([results], out_dir)
     print_summary(results)
     return results
+
+
+class MMVPVLM(Benchmark):
+    """`benchmark=mmvp_vlm`: a CLIP-like dual encoder (not an MLLM) picks an image per statement."""
+
+    name = "mmvp_vlm"
+    primary_metric = "average"
+    metric_names = ("average", "pair_accuracy")
+
+    def evaluate_model(self, checkpoint, out_dir, device) -> dict:
+        if not checkpoint:
+            raise ValueError("checkpoint: a CLIP-like model (hub id or directory) is required for mmvp_vlm")
+        return evaluate_vlm(checkpoint, self.section["root"], out_dir, self.section.get("batch_size", 32), device)

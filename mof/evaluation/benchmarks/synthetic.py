@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...data.synthetic import BENCHMARK_SEED_OFFSET, make_pairs, write_once
-from .mmvp import write_mmvp
+from .mmvp import MMVP, write_mmvp
 
 DEFAULTS = {"pairs_per_pattern": 20, "seed": 0, "size": 64, "shuffle_options": False}
 
@@ -29,3 +29,14 @@ def synthetic_benchmark_root(data_dir: str | Path, **options) -> Path:
         raise ValueError(f"benchmark.synthetic: unknown keys {sorted(unknown)}; expected {sorted(DEFAULTS)}")
     out = Path(data_dir) / "synthetic" / "benchmark"
     return write_once(out, {**spec, "version": 3}, lambda d: {"benchmark": write_benchmark(d, **spec)})
+
+
+class Synthetic(MMVP):
+    """`benchmark=synthetic`: MMVP's reading and scoring over the held-out synthetic pairs (`root`, or generated
+    under `data_dir` from the `synthetic` options)."""
+
+    name = "synthetic"
+
+    def root(self) -> Path:
+        root = self.section.get("root")
+        return Path(root) if root else synthetic_benchmark_root(self.data_dir, **dict(self.section.get("synthetic") or {}))

@@ -1,0 +1,126 @@
+"""The paper's two analyses over saved results: (a) how CLIP's blindness carries into MLLMs (per-pattern MMVP-VLM
+scores of CLIP-like models against per-pattern MMVP scores of MLLMs, Pearson r per pair, line plot) and (b) the
+A-MoF trade-off (a sweep's benchmark scores over alpha, table and plot)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from .benchmarks.mmvp import PATTERNS, canonical_pattern
+from .report import _label, pearson
+
+
+def read_results(folder: str | Path) -> dict:
+    path = Path(folder) / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"mof.report: no results.json in {folder}")
+    results = json.loads(path.read_text())
+    results.setdefault("name", Path(folder).name)
+    return results
+
+
+def patterns_of(results: dict) -> dict[str, float]:
+    """Per-pattern pair accuracy under MMVP-VLM's names (MMVP-VLM's own results name folders, with a category)."""
+    out = {}
+    for key, stats in (results.get("per_pattern") or {}).items():
+        out[canonical_pattern(stats.get("category") or key)] = float(stats["pair_accuracy"])
+    return out
+
+
+def correlate(clip_dirs: list, mllm_dirs: list, out: str | Path) -> dict:
+    """Pearson r of per-pattern scores for every (CLIP-like model, MLLM) pair; `correlation.{md,json,png}`."""
+    clips = [read_results(d) for d in clip_dirs]
+    mllms = [read_results(d) for d in mllm_dirs]
+    rows = []
+    for c in clips:
+        for m in mllms:
+            pc, pm = patterns_of(c), patterns_of(m)
+            common = [p for p in PATTERNS if p in pc and p in pm] or sorted(set(pc) & set(pm))
+            r = pearson([pc[p] for p in common], [pm[p] for p in common])
+            rows.append({"clip": _label(c), "mllm": _label(m), "pearson_r": r, "patterns": len(common)})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["| CLIP-like model | MLLM | Pearson r | patterns |", "|---|---|---|---|"]
+    lines += [f"| {r['clip']} | {r['mllm']} | {r['pearson_r']:.3f} | {r['patterns']} |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    (out / "correlation.md").write_text(text)
+    (out / "correlation.json").write_text(json.dumps(rows, indent=1))
+    _line_plot([(_label(r), patterns_of(r), "--" if r in clips else "-") for r in clips + mllms], out / "correlation.png")
+    print(text)
+    return {"pairs": rows}
+
+
+def _line_plot(series, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    patterns = [p for p in PATTERNS if any(p in s for _, s, _ in series)]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for label, scores, style in series:
+        ax.plot(range(len(patterns)), [scores.get(p, math.nan) for p in patterns], style, marker="o", label=label)
+    ax.set_xticks(range(len(patterns)))
+    ax.set_xticklabels([p.replace(" and ", " & ") for p in patterns], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("pair accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def sweep_jobs(sweep_dir: str | Path) -> list[Path]:
+    """The job folders of a Hydra multirun (those holding `.hydra/config.yaml`)."""
+    jobs = sorted(p.parent.parent for p in Path(sweep_dir).glob("*/.hydra/config.yaml"))
+    if not jobs:
+        raise FileNotFoundError(f"mof.report tradeoff: no job folders (*/.hydra/config.yaml) in {sweep_dir}")
+    return jobs
+
+
+def tradeoff(sweep_dir: str | Path, out: str | Path, x: str = "mof.alpha") -> dict:
+    """Each job's value of `x` and the primary metric of every benchmark it scored after training (its `eval_*/`
+    folders), sorted by `x`: the paper's A-MoF table; `tradeoff.{md,json,png}`."""
+    rows = []
+    for job in sweep_jobs(sweep_dir):
+        value = OmegaConf.select(OmegaConf.load(job / ".hydra" / "config.yaml"), x)
+        scores = {}
+        for f in sorted(job.glob("eval_*/results.json")):
+            r = json.loads(f.read_text())
+            metric = r.get("primary_metric", "pair_accuracy")
+            scores[f"{r['benchmark']} {metric.replace('_', ' ')}"] = r[metric]
+        rows.append({x: value, "job": job.name, **scores})
+    rows.sort(key=lambda r: (r[x] is None, r[x]))
+    columns = list(dict.fromkeys(k for r in rows for k in r if k not in (x, "job")))
+    lines = ["| " + " | ".join([x, *columns]) + " |", "|" + "---|" * (len(columns) + 1)]
+    lines += ["| " + " | ".join([str(r[x]), *(f"{r[c]:.1f}" if c in r else "-" for c in columns)]) + " |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tradeoff.md").write_text(text)
+    (out / "tradeoff.json").write_text(json.dumps(rows, indent=1))
+    _tradeoff_plot(rows, x, columns, out / "tradeoff.png")
+    print(text)
+    return {"rows": rows, "columns": columns}
+
+
+def _tradeoff_plot(rows, x, columns, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [r[x] for r in rows]
+    for c in columns:
+        ax.plot(xs, [r.get(c, math.nan) for r in rows], marker="o", label=c)
+    ax.set_xlabel(x)
+    ax.set_ylabel("score (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
