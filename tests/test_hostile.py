@@ -284,6 +284,13 @@ def test_clean_error_stored_model_config_with_a_target(tmp_path, trained_run):
 
 
 def test_clean_error_random_bytes_as_checkpoint(tmp_path, data_dir):
+    import random
+
+    for seed in range(200):  # random bytes fail in many ways inside torch.load (pickle, zip, UnicodeDecodeError...)
+        noise = tmp_path / f"noise{seed}.ckpt"
+        noise.write_bytes(random.Random(seed).randbytes(4096))
+        with pytest.raises(CheckpointError, match=f"noise{seed}.ckpt: not a readable checkpoint"):
+            load_checkpoint_file(noise)
     (tmp_path / "noise.ckpt").write_bytes(os.urandom(4096))
     proc = run_script(["evaluate.py", f"checkpoint={tmp_path / 'noise.ckpt'}", f"paths.data_dir={data_dir}",
                        f"hydra.run.dir={tmp_path / 'ev'}"], check=False)

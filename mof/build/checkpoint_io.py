@@ -43,6 +43,8 @@ def load_checkpoint_file(path: str | Path, allowed_globals: list | None = None) 
         raise CheckpointError(f"{path}: no such checkpoint file") from None
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not a PyTorch file: {str(e).splitlines()[0]})") from None
+    except Exception as e:  # noqa: BLE001 - arbitrary bytes fail in arbitrary ways (UnicodeDecodeError, struct.error...)
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a PyTorch file: {type(e).__name__})") from None
 
 
 def load_training_checkpoint(path: str | Path) -> dict:

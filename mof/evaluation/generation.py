@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from PIL import Image
 
 from ..data.conversation import IMAGE_PLACEHOLDER, get_template
 from ..data.images import ImageError
@@ -30,7 +31,9 @@ def answer(loaded: Loaded, items: list[Item], template_name: str, batch_size: in
         ready, pixels = [], []
         for item in items[start:start + batch_size]:
             try:
-                pixels.append(loaded.image_processor.load(item.image))
+                image = item.image
+                pixels.append(loaded.image_processor(image.convert("RGB")) if isinstance(image, Image.Image)
+                              else loaded.image_processor.load(image))
                 ready.append(item)
             except ImageError as e:
                 responses[item.id] = (None, str(e))

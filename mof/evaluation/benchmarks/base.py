@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from PIL import Image
+
 
 @dataclass
 class Item:
     id: int                    # unique within the benchmark run, in its order
-    image: Path
+    image: Path | Image.Image  # a file, or a decoded image (lmms-eval hands those)
     prompt: str                # the text after the image
     fields: dict = field(default_factory=dict)   # copied into the item's prediction (question, answer, ...)
 
