@@ -9,7 +9,7 @@ python -m pip install -q --upgrade pip
 python -m pip install -q torch==2.13.0
 # DeepSpeed is an sdist whose build imports torch: build it against the torch installed above.
 DS_BUILD_OPS=0 python -m pip install -q --no-build-isolation "deepspeed>=0.16"
-python -m pip install -q -e ".[test,tune,lmms-eval]"
+python -m pip install -q -e ".[test,tune,lmms-eval,mining]"
 # lmms-eval without its requirements: they include torchvision, which has no CPU build beside torch's CPU wheel
 # (and pulls a CUDA torch); what mof's lmms-eval model needs is in the extra above.
 python -m pip install -q --no-deps "lmms-eval==0.7.3"

@@ -54,7 +54,7 @@ def _bench_copy(tmp_path):
     import shutil
 
     (tmp_path / "bench").mkdir()
-    for f in ("gpu.py", "common.py", "packing.py"):
+    for f in ("gpu.py", "common.py", "packing.py", "mining.py", "mining_embed.py"):
         shutil.copy(ROOT / "bench" / f, tmp_path / "bench" / f)
 
 
@@ -76,3 +76,15 @@ def test_packing_bench_compares_modes_on_the_same_samples(tmp_path):
                cwd=tmp_path)
     log = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| padded, random order |" in log and "| packed, random order |" in log and "1.00 |" in log
+
+
+def test_mining_benches_run_small(tmp_path):
+    _bench_copy(tmp_path)
+    run_script(["bench/mining.py", "--n", "5000", "--n-large", "8000", "--queries", "50", "--nlist", "8",
+                "--nprobe", "2", "8", "--pq-m", "16", "--recall-queries", "20"], cwd=tmp_path)
+    log = (tmp_path / "BENCHMARKS.md").read_text()
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in log.splitlines() if line.startswith("| ")}
+    assert {"exact", "ivf, nprobe 2", "ivf, nprobe 8", "ivf-pq, nprobe 2", "ivf-pq, nprobe 8"} <= set(rows)
+    assert float(rows["ivf, nprobe 8"][5]) == 1.0  # every list probed: IVF-Flat finds the exact neighbours
+    run_script(["bench/mining_embed.py", "--tiny", "--steps", "2", "--batch", "8"], cwd=tmp_path)
+    assert "| tiny random | cpu | 8 |" in (tmp_path / "BENCHMARKS.md").read_text()

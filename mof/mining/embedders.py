@@ -1,0 +1,55 @@
+"""One image embedding per model family, as the paper takes it: CLIP's projected image embedding
+(`get_image_features`), DINOv2's final CLS token (`pooler_output`); both L2-normalised. A family is one function
+and one entry in `EMBEDDINGS` (keyed by the model's `model_type`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import MofError
+from ..model.weights import require_available
+
+
+class EncoderError(MofError, ValueError):
+    pass
+
+
+def _projected(model, pixel_values):  # CLIP, SigLIP: the image tower's embedding in the joint space
+    out = model.get_image_features(pixel_values=pixel_values)
+    return getattr(out, "pooler_output", out)
+
+
+def _cls(model, pixel_values):  # DINOv2 (with or without registers): the final layer-normed CLS token
+    return model(pixel_values=pixel_values).pooler_output
+
+
+EMBEDDINGS = {"clip": _projected, "siglip": _projected, "siglip2": _projected, "dinov2": _cls,
+              "dinov2_with_registers": _cls}
+
+
+class Embedder(torch.nn.Module):
+    """A model from the hub or a local folder, its image processor, and its family's embedding rule."""
+
+    def __init__(self, ref: str):
+        super().__init__()
+        from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+        if not Path(ref).is_dir():
+            require_available(ref)
+        kind = AutoConfig.from_pretrained(ref).model_type
+        if kind not in EMBEDDINGS:
+            raise EncoderError(f"encoders: {ref} is a {kind!r} model; known families: {', '.join(EMBEDDINGS)}")
+        self.ref, self.kind, self.rule = ref, kind, EMBEDDINGS[kind]
+        self.model = AutoModel.from_pretrained(ref).eval().requires_grad_(False)
+        self.processor = AutoImageProcessor.from_pretrained(ref)
+
+    def pixels(self, images) -> torch.Tensor:
+        return self.processor(images=images, return_tensors="pt")["pixel_values"]
+
+    @torch.no_grad()
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        dtype = next(self.model.parameters()).dtype
+        return F.normalize(self.rule(self.model, pixel_values.to(dtype)).float(), dim=-1)

@@ -1,0 +1,78 @@
+"""The search stage: CLIP-near candidates by FAISS (exact inner product up to `flat_max` vectors, IVF or IVF-PQ
+above), every candidate re-scored exactly from the stored vectors before the thresholds apply, then DINOv2's
+exact cosine. `brute_force_pairs` is the definition the search must reproduce on small collections."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def build_index(vectors: np.ndarray, flat_max: int = 1_000_000, nlist: int | None = None, nprobe: int = 32,
+                pq_m: int | None = None, seed: int = 0):
+    import faiss
+
+    n, d = vectors.shape
+    if n <= flat_max:
+        index = faiss.IndexFlatIP(d)
+    else:
+        nlist = nlist or int(4 * math.sqrt(n))
+        quantizer = faiss.IndexFlatIP(d)
+        index = (faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT) if pq_m
+                 else faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT))
+        sample = vectors[np.random.default_rng(seed).choice(n, min(n, 256 * nlist), replace=False)]
+        index.train(sample)
+        index.nprobe = min(nprobe, nlist)
+    if faiss.get_num_gpus() > 0:
+        index = faiss.index_cpu_to_all_gpus(index)
+    index.add(vectors)
+    return index
+
+
+def clip_candidates(clip: np.ndarray, k: int, threshold: float, chunk: int = 65536, **index_options) -> np.ndarray:
+    """`[m, 2]` index pairs (i < j), each once, among each image's `k` nearest neighbours, whose exact CLIP cosine
+    exceeds `threshold`."""
+    n = len(clip)
+    if n < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    index = build_index(clip, **index_options)
+    found = []
+    for start in range(0, n, chunk):
+        _, neighbours = index.search(clip[start:start + chunk], min(k + 1, n))
+        rows = np.repeat(np.arange(start, start + len(neighbours)), neighbours.shape[1])
+        cols = neighbours.reshape(-1)
+        keep = (cols >= 0) & (cols != rows)
+        found.append(np.stack([np.minimum(rows[keep], cols[keep]), np.maximum(rows[keep], cols[keep])], axis=1))
+    pairs = np.unique(np.concatenate(found), axis=0)
+    exact = cosine(clip, pairs)
+    return pairs[exact > threshold]
+
+
+def cosine(vectors: np.ndarray, pairs: np.ndarray, chunk: int = 1_000_000) -> np.ndarray:
+    """Exact dot products of the rows of each pair (the vectors are unit length)."""
+    return np.concatenate([np.einsum("ij,ij->i", vectors[pairs[s:s + chunk, 0]], vectors[pairs[s:s + chunk, 1]])
+                           for s in range(0, len(pairs), chunk)]) if len(pairs) else np.zeros(0, np.float32)
+
+
+def blind_pairs(clip: np.ndarray, dino: np.ndarray, clip_threshold: float, dino_threshold: float, k: int,
+                exclude_same: list | None = None, **index_options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(pairs, clip cosines, dino cosines)` of CLIP-near (> clip_threshold), DINO-far (< dino_threshold) pairs,
+    sorted by the gap clip - dino (largest first). `exclude_same`: a key per image (file hash); pairs of equal keys
+    are duplicates, not blind pairs."""
+    pairs = clip_candidates(clip, k, clip_threshold, **index_options)
+    if exclude_same is not None and len(pairs):
+        keys = np.asarray(exclude_same)
+        pairs = pairs[keys[pairs[:, 0]] != keys[pairs[:, 1]]]
+    c, d = cosine(clip, pairs), cosine(dino, pairs)
+    keep = d < dino_threshold
+    pairs, c, d = pairs[keep], c[keep], d[keep]
+    order = np.lexsort((pairs[:, 1], pairs[:, 0], -(c - d)))
+    return pairs[order], c[order], d[order]
+
+
+def brute_force_pairs(clip: np.ndarray, dino: np.ndarray, clip_threshold: float, dino_threshold: float) -> set:
+    """Every pair (i < j) over the thresholds, each one computed (small collections only)."""
+    pairs = np.stack(np.triu_indices(len(clip), k=1), axis=1)
+    keep = (cosine(clip, pairs) > clip_threshold) & (cosine(dino, pairs) < dino_threshold)
+    return set(map(tuple, pairs[keep].tolist()))

@@ -1,0 +1,193 @@
+"""Mining CLIP-blind pairs: inputs in every layout, the search against brute force (flat and IVF), resumable
+sharded embedding on one and two processes, and every output of a synthetic run, down to a benchmark that
+evaluate.py runs once its questions are written."""
+
+import csv
+import io
+import json
+import shutil
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import run_script
+from mof.mining.embed import load_shards
+from mof.mining.search import blind_pairs, brute_force_pairs
+from mof.mining.sources import SourceError, list_images
+
+pytest.importorskip("faiss")  # the mining extra, installed by setup.sh
+
+# thresholds at which the tiny random encoders find pairs in the synthetic images (their cosines mean nothing)
+TINY = ["clip_threshold=0.97", "dino_threshold=0.93", "k=80"]
+
+
+def unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def clustered(n=300, d=32, seed=0):
+    """CLIP-like vectors in tight clusters, DINO-like ones that split some cluster members apart."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(12, d))
+    clip = unit(centres[rng.integers(0, 12, n)] + 0.15 * rng.normal(size=(n, d)))
+    dino = unit(clip + 0.9 * rng.normal(size=(n, d)))
+    return clip, dino
+
+
+@pytest.mark.parametrize("index", [{"flat_max": 10**6}, {"flat_max": 0, "nlist": 8, "nprobe": 8},
+                                   {"flat_max": 0, "nlist": 8, "nprobe": 8, "pq_m": 8}],
+                         ids=["flat", "ivf", "ivf-pq"])
+def test_search_finds_exactly_the_brute_force_pairs(index):
+    clip, dino = clustered()
+    expected = brute_force_pairs(clip, dino, 0.95, 0.6)
+    assert len(expected) > 50
+    pairs, c, d = blind_pairs(clip, dino, 0.95, 0.6, k=len(clip) - 1, **index)  # complete recall at this setting
+    assert set(map(tuple, pairs.tolist())) == expected and len(pairs) == len(expected)
+    assert all(a < b for a, b in pairs.tolist()) and np.all(np.diff(c - d) <= 1e-7)  # once each, by gap
+    assert np.all(c > 0.95) and np.all(d < 0.6)
+
+
+def test_identical_files_are_duplicates_not_blind_pairs():
+    clip, dino = clustered(40)
+    clip[1], dino[1] = clip[0], -dino[0]  # would be a perfect blind pair ...
+    keys = [str(i) for i in range(40)]
+    keys[1] = keys[0]  # ... but the two files are the same bytes
+    with_dups = set(map(tuple, blind_pairs(clip, dino, 0.95, 0.6, 39)[0].tolist()))
+    without = set(map(tuple, blind_pairs(clip, dino, 0.95, 0.6, 39, exclude_same=keys)[0].tolist()))
+    assert (0, 1) in with_dups and (0, 1) not in without
+
+
+def _img(path, colour):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (24, 24), colour).save(path)
+    return path
+
+
+def test_every_input_layout(tmp_path):
+    a = _img(tmp_path / "dir" / "a.jpg", "red")
+    _img(tmp_path / "dir" / "sub" / "b.png", "blue")
+    (tmp_path / "dir" / "notes.txt").write_text("not an image")
+    assert [r.id for r in list_images(tmp_path / "dir")] == [str(a), str(tmp_path / "dir" / "sub" / "b.png")]
+    (tmp_path / "list.txt").write_text("dir/a.jpg\ndir/sub/b.png\n")
+    assert list_images(tmp_path / "list.txt")[1].open().size == (24, 24)
+    (tmp_path / "llava.json").write_text(json.dumps([{"id": 1, "image": "a.jpg"}, {"id": 2}, {"id": 3, "image": "a.jpg"}]))
+    refs = list_images(tmp_path / "llava.json", image_root=str(tmp_path / "dir"))
+    assert [r.id for r in refs] == ["a.jpg"] and refs[0].open().getpixel((0, 0))[0] > 200
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with tarfile.open(shards / "00000.tar", "w") as tar:  # img2dataset / webdataset: key.jpg + key.json per sample
+        for key, colour in (("000000000", "green"), ("000000001", "white")):
+            buf = io.BytesIO()
+            Image.new("RGB", (8, 8), colour).save(buf, format="JPEG")
+            for name, data in ((f"{key}.jpg", buf.getvalue()), (f"{key}.json", b"{}")):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    refs = list_images(shards)
+    assert [r.id for r in refs] == ["00000.tar/000000000.jpg", "00000.tar/000000001.jpg"]
+    assert refs[1].open().getpixel((4, 4))[0] > 200
+    with pytest.raises(SourceError, match="neither a folder nor a file"):
+        list_images(tmp_path / "nowhere")
+
+
+def _mine(run, data_dir, *extra):
+    return run_script(["mine.py", f"paths.data_dir={data_dir}", f"hydra.run.dir={run}", "synthetic.pairs_per_pattern=4",
+                       "trainer.accelerator=cpu", *TINY, *extra])
+
+
+def test_synthetic_run_writes_every_output_and_the_benchmark_evaluates(tmp_path, data_dir):
+    run = tmp_path / "run"
+    _mine(run, data_dir, "review.per_page=5", "benchmark_pairs=3")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["images_seen"] == summary["embedded"] == 72 and summary["pairs_found"] > 3
+    assert set(summary["timing"]) == {"list_s", "embed_s", "search_s", "write_s"}
+    rows = list(csv.DictReader(open(run / "pairs.csv")))
+    assert list(rows[0]) == ["image_a", "image_b", "clip_cosine", "dino_cosine"] and len(rows) == summary["pairs_found"]
+    gaps = [float(r["clip_cosine"]) - float(r["dino_cosine"]) for r in rows]
+    assert gaps == sorted(gaps, reverse=True)
+    assert len({frozenset((r["image_a"], r["image_b"])) for r in rows}) == len(rows)
+    assert all(r["image_a"] != r["image_b"] for r in rows)
+    page = (run / "review.html").read_text()
+    assert page.count('class="p"') == len(rows) and 'data-page="1"' in page and "review_images/00000a.jpg" in page
+    assert (run / "review_images" / "00000a.jpg").is_file() and (run / "contact_sheet.png").stat().st_size > 1000
+    questions = list(csv.DictReader(open(run / "benchmark" / "Questions.csv")))
+    assert [q["Index"] for q in questions] == ["1", "2", "3", "4", "5", "6"]
+    assert all(q["Question"] == q["Options"] == q["Correct Answer"] == "" for q in questions)
+    assert (run / "benchmark" / "MMVP Images" / "6.jpg").is_file()
+    # the researcher writes the questions; then evaluate.py runs the benchmark
+    with open(run / "benchmark" / "Questions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Index", "Question", "Options", "Correct Answer"])
+        for i in range(1, 7):
+            w.writerow([i, "Is the shape red?", "(a) Yes (b) No", "(a)" if i % 2 else "(b)"])
+    export = _tiny_export(tmp_path / "export")
+    run_script(["evaluate.py", "benchmark=mmvp", f"benchmark.root={run / 'benchmark'}", f"checkpoint={export}",
+                "device=cpu", f"hydra.run.dir={tmp_path / 'ev'}"])
+    assert json.loads((tmp_path / "ev" / "results.json").read_text())["num_pairs"] == 3
+
+
+def _tiny_export(out):
+    import torch
+
+    from mof import MofForConditionalGeneration, tiny_config
+    from mof.data import MofImageProcessor, load_tokenizer
+
+    torch.manual_seed(0)
+    config = tiny_config(fusion="interleaved", vocab_size=544)
+    MofForConditionalGeneration(config).save_pretrained(out)
+    load_tokenizer("tiny").save_pretrained(out)
+    MofImageProcessor.from_model_config(config).save_pretrained(out)
+    return out
+
+
+@pytest.mark.slow
+def test_sharded_embedding_resumes_and_two_processes_agree(tmp_path, data_dir):
+    one = tmp_path / "one"
+    _mine(one, data_dir, "shard_size=16")
+    ids, _, _, clip, dino = load_shards(one / "embeddings", 5)
+    assert len(ids) == 72
+    # a run killed after some shards: only the missing ones are computed again, to the same values
+    for kind in ("ids", "clip", "dino"):
+        (one / "embeddings" / kind / f"00003.{'json' if kind == 'ids' else 'npy'}").unlink()
+    _mine(one, data_dir, "shard_size=16")
+    summary = json.loads((one / "summary.json").read_text())
+    assert summary["shards"] == 5 and summary["shards_computed"] == 1
+    assert np.array_equal(load_shards(one / "embeddings", 5)[3], clip)
+    # Lightning predict on two processes (gloo): each shard written once, the same embeddings and pairs
+    two = tmp_path / "two"
+    _mine(two, data_dir, "shard_size=16", "trainer.devices=2", "trainer.strategy=ddp")
+    ids2, _, _, clip2, dino2 = load_shards(two / "embeddings", 5)
+    assert ids2 == ids and np.array_equal(clip2, clip) and np.array_equal(dino2, dino)
+    assert (two / "pairs.csv").read_text() == (one / "pairs.csv").read_text()
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path, data_dir):
+    src = tmp_path / "imgs"
+    for k, colour in enumerate(("red", "green", "blue")):
+        _img(src / f"{k}.png", colour)
+    (src / "3.png").write_bytes(b"not a png")
+    shutil.copy(src / "0.png", src / "4.png")  # an identical file: a duplicate
+    run = tmp_path / "run"
+    _mine(run, data_dir, f"images={src}")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["images_seen"] == 5 and summary["embedded"] == 4 and summary["skipped"] == {"unreadable": 1}
+    assert summary["duplicate_groups"] == 1
+    dups = list(csv.DictReader(open(run / "duplicates.csv")))
+    assert sorted(d["image"] for d in dups) == [str(src / "0.png"), str(src / "4.png")]
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, data_dir):
+    proc = run_script(["mine.py", f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'a'}",
+                       f"images={tmp_path / 'nowhere'}"], check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: images:")
+    tokenizer_dir = tmp_path / "llm"
+    from transformers import LlamaConfig
+
+    LlamaConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(tokenizer_dir)
+    _img(tmp_path / "imgs" / "a.png", "red")
+    proc = run_script(["mine.py", f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'b'}",
+                       f"images={tmp_path / 'imgs'}", f"encoders.clip={tokenizer_dir}", "trainer.accelerator=cpu"],
+                      check=False)
+    assert proc.returncode == 2 and "is a 'llama' model; known families: clip, siglip" in proc.stderr
