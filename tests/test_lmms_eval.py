@@ -103,3 +103,5 @@ def test_lmms_eval_runs_a_mof_export_and_agrees_with_evaluate_py(tmp_path, data_
     assert reported["question_accuracy,none"] == pytest.approx(ours["question_accuracy"])
     assert reported["pair_accuracy,none"] == pytest.approx(ours["pair_accuracy"])
     assert ours["question_accuracy"] > 0  # the comparison is not of two zeros
+    print(f"lmms-eval: question accuracy {reported['question_accuracy,none']}, pair accuracy "
+          f"{reported['pair_accuracy,none']}; evaluate.py: {ours['question_accuracy']}, {ours['pair_accuracy']}")
