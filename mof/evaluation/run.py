@@ -4,26 +4,25 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 from .benchmarks.base import Benchmark
 from .benchmarks.mmvp import BenchmarkFormatError, json_lines
 from .generation import answer
-from .loading import load_for_evaluation
+from .loading import Loaded, load_for_evaluation
 from .report import print_summary, write_report
-
-log = logging.getLogger(__name__)
 
 
 def evaluate_benchmark(benchmark: Benchmark, checkpoint, out_dir, template: str | None = None, batch_size: int = 16,
-                       max_new_tokens: int | None = None, device="cpu", limit: int | None = None) -> dict:
+                       max_new_tokens: int | None = None, device="cpu", limit: int | None = None,
+                       loaded: Loaded | None = None) -> dict:
+    """`loaded`: the model of `checkpoint` already loaded (several benchmarks, one load)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     items = benchmark.items()
     if limit:
         items = items[:limit]
-    loaded = load_for_evaluation(checkpoint, device)
+    loaded = loaded or load_for_evaluation(checkpoint, device)
     template = template or loaded.template
     raw = answer(loaded, items, template, batch_size, max_new_tokens or benchmark.max_new_tokens)
     predictions = [benchmark.judge(p) for p in raw]

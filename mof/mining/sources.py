@@ -22,17 +22,20 @@ class SourceError(MofError, ValueError):
 
 @dataclass(frozen=True)
 class ImageRef:
-    """An image by its id (its path, or `shard.tar/member`); `tar` and `member` locate it inside a shard."""
+    """An image by its id (its path, or `shard.tar/member`); inside a shard, `offset` and `size` locate its bytes,
+    so reading one never scans the tar's headers again."""
 
     id: str
     path: str
-    member: str | None = None
+    offset: int | None = None
+    size: int | None = None
 
     def read_bytes(self) -> bytes:
-        if self.member is None:
+        if self.offset is None:
             return Path(self.path).read_bytes()
-        with tarfile.open(self.path) as tar:
-            return tar.extractfile(self.member).read()
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            return f.read(self.size)
 
     def open(self) -> Image.Image:
         img = Image.open(io.BytesIO(self.read_bytes()))
@@ -67,7 +70,7 @@ def _resolve(p: str, root) -> Path:
 
 def _tar_images(tar_path: Path) -> list[ImageRef]:
     with tarfile.open(tar_path) as tar:
-        return [ImageRef(f"{tar_path.name}/{m.name}", str(tar_path), m.name) for m in tar
+        return [ImageRef(f"{tar_path.name}/{m.name}", str(tar_path), m.offset_data, m.size) for m in tar
                 if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES]
 
 

@@ -17,6 +17,7 @@ from ..build.export import save_export
 from ..build.stages import log_parameter_report
 from ..data import load_tokenizer
 from ..evaluation.benchmarks import get_benchmark
+from ..evaluation.loading import load_for_evaluation
 from ..evaluation.run import evaluate_benchmark
 from ..errors import MofError, exit_with
 from .callbacks import GracefulStop, GradNormMonitor, SkippedSamples, StopAndSave, ThroughputMonitor, ZeroPartitionReport
@@ -135,11 +136,12 @@ def train(cfg: DictConfig) -> dict:
     if cfg.export or evaluate_after(cfg):
         export_dir = export_after_training(trainer, module, tokenizer, datamodule.image_processor, run_dir / "export")
         if trainer.is_global_zero:
-            device = next(module.model.parameters()).device
-            for name in evaluate_after(cfg):
+            names = evaluate_after(cfg)
+            loaded = load_for_evaluation(export_dir, next(module.model.parameters()).device) if names else None
+            for name in names:
                 benchmark = get_benchmark(name)(benchmark_section(cfg, name), cfg.paths.data_dir)
                 results = evaluate_benchmark(benchmark, export_dir, run_dir / f"eval_{name}",
-                                             template=cfg.stage.template, device=device)
+                                             template=cfg.stage.template, loaded=loaded)
                 scores = {f"eval/{name}/{m}": results[m] for m in results["metric_names"]}
                 metrics.update(scores)
                 if logger:
