@@ -9,13 +9,10 @@ def main(cfg: DictConfig):
     from mof.console import setup_console
 
     setup_console()
-    from mof.errors import MofError, exit_with
+    from mof.errors import one_line_errors
     from mof.mining.run import mine
 
-    try:
-        mine(cfg)
-    except MofError as e:  # bad input: one line on stderr, exit status 2
-        exit_with(e)
+    one_line_errors(mine)(cfg)  # bad input: one line on stderr, exit status 2
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 pixels ready (decoding and resizing, which data workers do, not counted), randomly initialised models from configs.
 
     python bench/mining_embed.py            # CLIP ViT-L/14 + DINOv2 ViT-L/14 at 224 px (on a GPU: bf16)
-    python bench/mining_embed.py --tiny     # the tiny random encoders of `encoders=tiny` (CPU)
+    python bench/mining_embed.py --tiny     # the tiny pre-trained encoders of `encoders=tiny` (CPU)
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from common import median, record, table
 
 from mof.mining.embed import EmbedModule
 from mof.mining.embedders import Embedder
-from mof.mining.tiny_encoders import tiny_encoder
+from mof.model.presets import TINY_ENCODERS
 
 
 def large_encoders(folder: str) -> dict[str, str]:
@@ -42,7 +42,7 @@ def main():
     a = p.parse_args()
     device = "cuda" if torch.cuda.is_available() and not a.tiny else "cpu"
     folder = tempfile.mkdtemp()
-    refs = {k: tiny_encoder(k, folder) for k in ("clip", "dino")} if a.tiny else large_encoders(folder)
+    refs = dict(TINY_ENCODERS) if a.tiny else large_encoders(folder)
     batch = a.batch or (64 if a.tiny else 256)
     embedders = {k: Embedder(r) for k, r in refs.items()}
     module = EmbedModule(embedders, batch_size=batch).to(device)
@@ -65,7 +65,7 @@ def main():
     name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
     laion = 120e6
     body = table(["encoders", "device", "batch", "images/s (both encoders)", "GPU-hours for 120M images"],
-                 [["tiny random" if a.tiny else "CLIP ViT-L/14 + DINOv2 ViT-L/14, 224 px", name, batch, f"{rate:.0f}",
+                 [["tiny pre-trained (64 px)" if a.tiny else "CLIP ViT-L/14 + DINOv2 ViT-L/14, 224 px", name, batch, f"{rate:.0f}",
                    f"{laion / rate / 3600:.1f}" if device == "cuda" else "-"]])
     record("Mining: embedding rate of the shipped predict step", f"{a.steps} timed steps, {'bf16' if device == 'cuda' else 'fp32'}, "
            f"pixels ready\n\n{body}")

@@ -1,5 +1,5 @@
 """The package layering (pyproject's import-linter contracts) holds: model <- data <- build <- evaluation <-
-training | mining."""
+training | mining | pretraining <- study."""
 
 import shutil
 import subprocess
@@ -19,7 +19,8 @@ def test_import_contracts_are_kept():
 
 
 @pytest.mark.parametrize("module,imported", [("data/records.py", "training"), ("training/module.py", "mining"),
-                                             ("evaluation/run.py", "mining")])
+                                             ("evaluation/run.py", "mining"), ("pretraining/run.py", "training"),
+                                             ("training/run.py", "study")])
 def test_a_lower_layer_importing_a_higher_one_is_caught(tmp_path, module, imported):
     """The contracts are live: a copy of the package where a layer imports a higher one (or training and mining,
     siblings, import each other) breaks them."""

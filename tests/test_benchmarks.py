@@ -113,15 +113,15 @@ def test_bad_pope_files_name_the_line(tmp_path):
 
 
 def test_registry_lists_the_known_benchmarks(tmp_path):
-    assert set(BENCHMARKS) == {"mmvp", "synthetic", "mmvp_vlm", "pope", "synthetic_pope"}
+    assert set(BENCHMARKS) == {"mmvp", "synthetic", "mmvp_vlm", "pope", "synthetic_pope", "synthetic_vlm"}
     for name, cls in BENCHMARKS.items():
         assert cls.primary_metric == cls.metric_names[0] and get_benchmark(name) is cls
-    with pytest.raises(ValueError, match="unknown benchmark 'gqa'; known: mmvp, synthetic, mmvp_vlm, pope, synthetic_pope"):
+    with pytest.raises(ValueError, match="unknown benchmark 'gqa'; known: mmvp, synthetic, mmvp_vlm, pope, synthetic_pope, synthetic_vlm"):
         get_benchmark("gqa")
     cfg = compose_cfg("evaluate", tmp_path / "run", tmp_path, ["benchmark.name=gqa", "checkpoint=x"])
     from mof.evaluation.entry import evaluate
 
-    with pytest.raises(ConfigError, match="known: mmvp, synthetic, mmvp_vlm, pope, synthetic_pope"):
+    with pytest.raises(ConfigError, match="known: mmvp, synthetic, mmvp_vlm, pope, synthetic_pope, synthetic_vlm"):
         evaluate(cfg)
 
 

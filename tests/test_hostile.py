@@ -17,6 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import FAST, ROOT, compose_cfg, run_script, train_cfg
+
+SMALL_BENCH = ["benchmark.synthetic.pairs_per_pattern=2"]
 from hostile_corpus import FILES, RECORDS, write_images
 from mof import tiny_config
 from mof.build import CheckpointError, load_checkpoint_file
@@ -243,9 +245,6 @@ def test_malicious_pickle_is_refused(tmp_path, data_dir, entry):
     proc = run_script([*ENTRY_POINTS[entry](ckpt, tmp_path), f"paths.data_dir={data_dir}"] if entry != "export"
                       else ENTRY_POINTS[entry](ckpt, tmp_path), check=False)
     assert not marker.exists()
-    if entry == "resume":  # Lightning reads it with weights_only=True: refused, the run fails
-        assert proc.returncode != 0 and "Weights only load failed" in proc.stderr and not marker.exists()
-        return
     assert "refused to load" in one_line_error(proc) and "evil.ckpt" in proc.stderr
 
 
@@ -259,6 +258,29 @@ def test_clean_error_malicious_deepspeed_shards_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="refused to load"):
         export_checkpoint(folder, tmp_path / "out")
     assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def evil_zero_folder(folder: Path, marker: Path) -> Path:
+    """A DeepSpeed checkpoint folder as a download would bring it, every shard a pickle that runs code."""
+    (folder / "checkpoint").mkdir(parents=True)
+    (folder / "latest").write_text("checkpoint")
+    for name in ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+                 "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"):
+        evil_checkpoint(folder / "checkpoint" / name, marker)
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["explicit", "auto"])
+def test_clean_error_malicious_deepspeed_folder_on_resume_runs_no_code(tmp_path, data_dir, how):
+    """DeepSpeed's engine reads its shards with torch.load(weights_only=False): routed through the restricted reader."""
+    marker, run = tmp_path / "PWNED", tmp_path / "run"
+    folder = evil_zero_folder((run / "checkpoints" / "last.ckpt") if how == "auto" else tmp_path / "zero.ckpt", marker)
+    proc = run_script(["train.py", "strategy=deepspeed_zero2", f"resume={folder if how == 'explicit' else 'auto'}",
+                       f"hydra.run.dir={run}", f"paths.data_dir={data_dir}", *FAST, "trainer.max_steps=1",
+                       "evaluate_after=null"], check=False)
+    assert not marker.exists()
+    assert "refused to load" in one_line_error(proc) and "mp_rank_00_model_states.pt" in proc.stderr
 
 
 def test_correct_stored_config_targets_are_never_instantiated(tmp_path, trained_run):
@@ -463,3 +485,129 @@ def test_correct_console_each_message_once_and_results_alone_on_stdout(tmp_path,
     for noise in ("Tip:", "litlogger", "anonymous setting", "Setting accelerator to CPU", "DeprecationWarning",
                   "is deprecated"):
         assert noise not in out + err, noise
+
+
+# ----------------------------------------------------------------------------- 8. nothing finished is overwritten
+def test_clean_error_training_again_into_a_finished_run_keeps_it(tmp_path, trained_run, data_dir):
+    import shutil
+
+    from mof.errors import FinishedRunError
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = {p: p.read_bytes() for p in [run / "export" / "model.safetensors", run / "checkpoints" / "last.ckpt"]}
+    with pytest.raises(FinishedRunError, match=r"run already holds a finished run \(export, checkpoints\).*resume=auto.*"
+                                               r"overwrite=true"):
+        train(train_cfg(run, data_dir, ["trainer.max_steps=1"]))
+    assert all(p.read_bytes() == b for p, b in before.items())
+    # the same command as a user types it: one line, exit status 2, nothing replaced
+    proc = run_script(["train.py", f"hydra.run.dir={run}", f"paths.data_dir={data_dir}", *FAST, "trainer.max_steps=1",
+                       "evaluate_after=null"], check=False)
+    assert "already holds a finished run" in one_line_error(proc)
+    assert all(p.read_bytes() == b for p, b in before.items())
+    # overwrite=true replaces it knowingly: no checkpoint of the old run survives beside the new ones
+    train(train_cfg(run, data_dir, ["trainer.max_steps=1", "overwrite=true"]))
+    assert load_checkpoint_file(run / "checkpoints" / "last.ckpt")["global_step"] == 1
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+
+
+def test_clean_error_stopped_run_started_again_without_resume(tmp_path, data_dir):
+    from mof.errors import FinishedRunError
+
+    train(train_cfg(tmp_path, data_dir, ["trainer.max_steps=4", "stop_at_step=2"]))
+    last = (tmp_path / "checkpoints" / "last.ckpt").read_bytes()
+    with pytest.raises(FinishedRunError, match=r"\(checkpoints\).*resume=auto"):
+        train(train_cfg(tmp_path, data_dir, ["trainer.max_steps=4"]))
+    assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == last
+
+
+def test_clean_error_evaluation_into_a_folder_with_results(tmp_path, data_dir, trained_run):
+    out = tmp_path / "ev"
+    args = ["evaluate.py", f"checkpoint={trained_run / 'export'}", "benchmark=synthetic", f"hydra.run.dir={out}",
+            f"paths.data_dir={data_dir}", *SMALL_BENCH]
+    run_script(args)
+    results = (out / "results.json").read_bytes()
+    proc = run_script(args, check=False)
+    assert "already holds a finished run (results.json, predictions.jsonl)" in one_line_error(proc)
+    assert (out / "results.json").read_bytes() == results
+    run_script([*args, "overwrite=true"])
+
+
+# ----------------------------------------------------------------------------- 9. the skipped fraction counts what it says
+def test_correct_skipped_fraction_by_hand():
+    from mof.training.callbacks import SkippedSamples
+
+    s = SkippedSamples({"bad_turn": 1}, read_total=200)  # 1 record in 200 refused while reading
+    s.trained = 20  # a short run: 20 samples drawn, none skipped
+    assert s.fraction == pytest.approx(0.005)
+    s.counts.update({"missing_image": 10})
+    s.trained = 10  # 20 drawn, 10 skipped: judged on its own samples
+    assert s.fraction == pytest.approx(0.5)
+
+
+def test_correct_half_a_percent_bad_records_and_a_run_shorter_than_an_epoch_exports(tmp_path):
+    write_llava(tmp_path / "data", n=200, image_root_ok=200)
+    records = json.loads((tmp_path / "data" / "train.json").read_text())
+    records[7]["conversations"] = []  # 1 bad record in 200: 0.5%, under the 1% default
+    (tmp_path / "data" / "train.json").write_text(json.dumps(records))
+    metrics = train(own_data_cfg(tmp_path / "r", tmp_path / "data", ["trainer.max_steps=5"]))
+    assert metrics["data/skipped_total"] == 1 and metrics["data/trained_samples"] == 20
+    assert (tmp_path / "r" / "export" / "model.safetensors").exists()
+
+
+def test_clean_error_half_the_drawn_samples_bad_in_a_short_run(tmp_path):
+    write_llava(tmp_path / "data", n=200, image_root_ok=200)
+    for i in range(1, 200, 2):  # the start-up check (1 sample) passes; half the images go missing afterwards
+        (tmp_path / "data" / "images" / f"{i}.png").unlink()
+    cfg = own_data_cfg(tmp_path / "r", tmp_path / "data", ["data.check_samples=1", "trainer.max_steps=5"])
+    with pytest.raises(TrainingFailed, match=r"(\d+\.\d)% of the samples were skipped") as info:
+        train(cfg)
+    share = float(info.value.args[0].split("%")[0])
+    assert 25.0 <= share <= 75.0, share  # about half of the samples drawn, not of the file's reading
+    assert not (tmp_path / "r" / "export").exists()
+
+
+# ----------------------------------------------------------------------------- 10. every mine.py setting is checked
+@pytest.mark.parametrize("override,key", [
+    ("clip_threshold=nan", "clip_threshold"), ("clip_threshold=5", "clip_threshold"), ("dino_threshold=abc", "dino_threshold"),
+    ("k=0", "k"), ("k=-3", "k"), ("max_pairs=-1", "max_pairs"), ("shard_size=0", "shard_size"),
+    ("batch_size=0", "batch_size"), ("review.per_page=0", "review.per_page"), ("index.nlist=0", "index.nlist"),
+    ("benchmark_pairs=0", "benchmark_pairs"), ("overwrite=maybe", "overwrite"),
+], ids=lambda v: v if "=" in str(v) else "")
+def test_clean_error_bad_mining_setting(tmp_path, override, key):
+    from mof.mining.settings import MiningConfigError, check_settings
+
+    cfg = compose_cfg("mine", tmp_path, tmp_path, [override])
+    with pytest.raises(MiningConfigError, match=rf"^{key.replace('.', '[.]')}: expected "):
+        check_settings(cfg)
+    check_settings(compose_cfg("mine", tmp_path, tmp_path))  # the shipped defaults pass
+
+
+# ----------------------------------------------------------------------------- 11. no code from a model folder
+def test_clean_error_model_folder_with_auto_map_runs_no_code(tmp_path, data_dir):
+    """A downloaded encoder folder whose config names its own code: refused in one line before anything loads."""
+    from mof.model.presets import TINY_ENCODERS
+
+    folder = tmp_path / "evil-clip"
+    import shutil
+
+    shutil.copytree(TINY_ENCODERS["clip"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    marker = tmp_path / "PWNED"
+    (folder / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    proc = run_script(["evaluate.py", "benchmark=synthetic_vlm", f"checkpoint={folder}", f"hydra.run.dir={tmp_path / 'ev'}",
+                       f"paths.data_dir={data_dir}", *SMALL_BENCH], check=False)
+    assert "names its own code (auto_map" in one_line_error(proc) and "evil-clip/config.json" in proc.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["mmvp_vlm", "synthetic_vlm"])
+def test_clean_error_evaluate_after_a_clip_benchmark_is_refused_before_training(tmp_path, data_dir, name):
+    """MMVP-VLM scores a CLIP-like model, not the trained MLLM: refused at the config check, not after training."""
+    from mof.build import ConfigError
+    from mof.training.config_check import validate
+
+    with pytest.raises(ConfigError, match=r"^evaluate_after: expected null or a list of benchmarks that score an MLLM"):
+        validate(train_cfg(tmp_path, data_dir, [f"evaluate_after=[{name}]"]))

@@ -87,4 +87,4 @@ def test_mining_benches_run_small(tmp_path):
     assert {"exact", "ivf, nprobe 2", "ivf, nprobe 8", "ivf-pq, nprobe 2", "ivf-pq, nprobe 8"} <= set(rows)
     assert float(rows["ivf, nprobe 8"][5]) == 1.0  # every list probed: IVF-Flat finds the exact neighbours
     run_script(["bench/mining_embed.py", "--tiny", "--steps", "2", "--batch", "8"], cwd=tmp_path)
-    assert "| tiny random | cpu | 8 |" in (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| tiny pre-trained (64 px) | cpu | 8 |" in (tmp_path / "BENCHMARKS.md").read_text()

@@ -57,8 +57,9 @@ def test_pretrain_trains_adapters_only_and_checkpoint_holds_them_only(tmp_path, 
     exported = MofForConditionalGeneration.from_pretrained(tmp_path / "export").state_dict()
     torch.manual_seed(cfg.seed)
     init = MofForConditionalGeneration(MofForConditionalGeneration.config_class.from_pretrained(tmp_path / "export"))
-    init_state = init.state_dict()
-    for k in ("lm_head.weight", "model.vision_encoders.0.tower.embeddings.patch_embedding.weight"):
+    init_state = init.load_pretrained_components().state_dict()  # the shipped towers
+    for k in ("lm_head.weight", "model.vision_encoders.0.tower.embeddings.patch_embedding.weight",
+              "model.vision_encoders.1.tower.encoder.layer.0.attention.q_proj.weight"):
         assert torch.equal(exported[k], init_state[k]), k  # frozen: unchanged
     key = "model.fusion.projectors.0.0.weight"
     assert not torch.equal(exported[key], init_state[key])

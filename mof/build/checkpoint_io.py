@@ -71,7 +71,8 @@ def _deepspeed_data_types() -> list:
 
 
 @contextlib.contextmanager
-def _restricted_loads():
+def restricted_loads():
+    """Every `torch.load` inside (DeepSpeed's included) goes through the restricted reader."""
     allowed = _deepspeed_data_types()
     with mock.patch("torch.load", lambda f, *args, **kwargs: load_checkpoint_file(f, allowed)):
         yield
@@ -86,7 +87,7 @@ def consolidate_zero_checkpoint(checkpoint_dir: str | Path) -> dict:
     )
 
     checkpoint_dir = Path(checkpoint_dir)
-    with _restricted_loads():
+    with restricted_loads():
         try:
             state_dict = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir))
         except (FileNotFoundError, ValueError, KeyError) as e:

@@ -30,6 +30,8 @@ CAPTION_PROMPT = "Describe the image briefly."  # `plain` (stage 1) drops it; st
 # The questions' instruction: LLaVA-1.5's multiple-choice prompt, which evaluation appends too (a test keeps them equal).
 ANSWER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 BENCHMARK_SEED_OFFSET = 1_000_003  # the held-out benchmark's seed stream never shares a scene with training
+PRETRAIN_SEED_OFFSET = 2_000_003  # nor do the encoders' pre-training images (mof.pretraining)
+MINING_SEED_OFFSET = 3_000_003  # nor the miniature's pool of images to mine (mof.study)
 
 
 @dataclass
@@ -193,12 +195,67 @@ PATTERNS = (
 PATTERN_NAMES = tuple(p.name for p in PATTERNS)
 
 
+# Captions are "web-like": they name an image's object and only the properties in `captioned` (the tiny CLIP's
+# config choice, `conf/encoder/clip.yaml`). A property captions never mention is one CLIP has no reason to keep, as
+# on the web, where alt text says "a red arrow" and rarely which way it points. Nothing downstream reads
+# `captioned`: the miniature measures what the encoder learnt, not what it was told.
+# The property each pattern varies, by the name `captioned` uses.
+PROPERTY = dict(zip((p.name for p in PATTERNS), ("orientation", "presence", "state", "quantity", "position", "color",
+                                                 "structure", "text", "viewpoint")))
+PROPERTIES = tuple(PROPERTY.values())
+# The scene attributes each pattern draws besides its property (the colour pattern's colour is its property).
+DRAWN = {"orientation": ("color",), "presence": ("color",), "state": (), "quantity": ("color", "shape"),
+         "position": (), "color": ("shape",), "structure": ("color",), "text": ("color",),
+         "viewpoint": ("color", "shape")}
+
+
+def caption(attrs: dict, captioned) -> str:
+    """The caption of an image drawn with `attrs`, naming the properties in `captioned` (and `color`, `shape` where
+    drawn, if captioned). With every property captioned it is the image's full description (MMVP-VLM's statement)."""
+    v, named = attrs["value"], set(captioned)
+    prop = PROPERTY[attrs["pattern"]]
+    color = f"{v if prop == 'color' else attrs.get('color')} " if "color" in named else ""
+    shape = attrs.get("shape", "shape") if "shape" in named else "shape"
+    says = prop in named
+    if prop == "orientation":
+        return f"a {color}arrow" + (f" pointing {v}" if says else "")
+    if prop == "presence":
+        return f"a {color}circle" + ((" with a white dot" if v == "yes" else " without a white dot") if says else "")
+    if prop == "state":
+        return "a lamp" + (f" that is {v}" if says else "")
+    if prop == "quantity":
+        return f"{v if says else 'some'} {color}{shape}s in a row"
+    if prop == "position":
+        return "a square and a circle" + (f", the square on the {v}" if says else "")
+    if prop == "color":
+        return f"a {color}{shape}"
+    if prop == "structure":
+        return f"a {v + ' ' if says else ''}{color}line"
+    if prop == "text":
+        return (f"the letter {v}" if says else "a letter") + (f" in {attrs['color']}" if "color" in named else "")
+    return f"a {color}{shape}" + ((" seen from close up" if v == "close" else " seen from far away") if says else "")
+
+
 def _scene(rng: random.Random, size: int, pattern: Pattern) -> Scene:
     bg = tuple(rng.randint(215, 255) for _ in range(3))
     colors = [c for c in COLORS if c not in ("yellow",)]
     jitter = size * 0.12
     return Scene(rng, size, bg, rng.choice(colors), rng.choice(SHAPES),
                  size / 2 + rng.uniform(-jitter, jitter), size / 2 + rng.uniform(-jitter, jitter))
+
+
+def make_images(scenes_per_pattern: int, seed: int, size: int = 64):
+    """Yield `(image, attributes)` for both values of `scenes_per_pattern` scenes of every pattern (the two images of
+    a scene differ only in the pattern's property): what encoders are pre-trained on (`mof.pretraining`) and what
+    the miniature mines. Attributes: `pattern`, `value`, and the scene's `color` / `shape` where the pattern draws
+    them (`DRAWN`); background tint and position jitter are nuisance, not attributes."""
+    rng = random.Random(seed)
+    for _ in range(scenes_per_pattern):
+        for pattern in PATTERNS:
+            sc = _scene(rng, size, pattern)
+            drawn = {k: getattr(sc, k) for k in DRAWN[PROPERTY[pattern.name]]}
+            for v in pattern.values:
+                yield pattern.draw(sc, v), {"pattern": pattern.name, "value": v, **drawn}
 
 
 def make_pairs(pairs_per_pattern: int, seed: int, size: int = 64, shuffle_options: bool = False):

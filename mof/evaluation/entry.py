@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ..build import ConfigError
-from ..errors import MofError, exit_with
+from ..errors import MofError, exit_with, refuse_finished
 from .benchmarks import get_benchmark
 from .run import evaluate_benchmark, rescore
 from .wandb_log import log_results
@@ -45,6 +45,7 @@ def evaluate(cfg) -> dict:
     check(cfg)
     b = cfg.benchmark
     out_dir = Path(cfg.paths.output_dir)
+    refuse_finished(out_dir, ["results.json", "predictions.jsonl"], cfg.get("overwrite") is True)
     benchmark = benchmark_class(OmegaConf.to_container(b, resolve=True), cfg.paths.data_dir)
     if b.get("predictions"):
         results = rescore(benchmark, b.predictions, out_dir)
@@ -52,7 +53,7 @@ def evaluate(cfg) -> dict:
         results = benchmark.evaluate_model(cfg.checkpoint, out_dir, _device(cfg.device))
     else:
         if not cfg.checkpoint:
-            raise ValueError("checkpoint: expected a mof export folder, a .ckpt or a LLaVA checkpoint")
+            raise ConfigError("checkpoint: expected a mof export folder, a .ckpt or a LLaVA checkpoint")
         results = evaluate_benchmark(benchmark, cfg.checkpoint, out_dir, b.get("template"), b.get("batch_size", 16),
                                      b.get("max_new_tokens"), _device(cfg.device), b.get("limit"))
     if cfg.get("logger") == "wandb":

@@ -7,18 +7,22 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ..errors import refuse_finished
+from ..model.presets import TINY_ENCODERS
 from ..evaluation.benchmarks.synthetic import synthetic_benchmark_root
 from .embed import embed_all, load_shards
 from .outputs import (write_benchmark_skeleton, write_contact_sheet, write_duplicates, write_pairs, write_review,
                       write_summary)
 from .search import blind_pairs
+from .settings import check_settings
 from .sources import SourceError, list_images
-from .tiny_encoders import tiny_encoder
 
 
 def mine(cfg) -> dict | None:
+    check_settings(cfg)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    refuse_finished(out, ["summary.json", "pairs.csv"], cfg.get("overwrite") is True)  # embeddings are always reused
     timing, t0 = {}, time.perf_counter()
     spec = str(cfg.images)
     if spec == "synthetic":
@@ -28,8 +32,9 @@ def mine(cfg) -> dict | None:
     if not refs:
         raise SourceError(f"images: no images found in {cfg.images}")
     timing["list_s"] = time.perf_counter() - t0
-    encoders = {kind: tiny_encoder(kind, cfg.paths.data_dir) if ref == "tiny" else str(ref)
-                for kind, ref in cfg.encoders.items()}
+    # `encoders=tiny` (both) or `encoders.clip=tiny`: the tiny CLIP and DINO that mof pre-trains and ships
+    chosen = {"clip": "tiny", "dino": "tiny"} if cfg.encoders == "tiny" else cfg.encoders
+    encoders = {kind: TINY_ENCODERS[kind] if ref == "tiny" else str(ref) for kind, ref in chosen.items()}
     t0 = time.perf_counter()
     ran = embed_all(refs, out / "embeddings", encoders, cfg.shard_size, cfg.batch_size, cfg.num_workers,
                     OmegaConf.to_container(cfg.trainer, resolve=True))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .configuration_mof import MofConfig
 
 # Architectures of the paper's checkpoints, so that a paper-size model can be built (random
@@ -39,15 +41,27 @@ def paper_config(fusion: str | dict = "interleaved", llm: str = "lmsys/vicuna-7b
                      image_token_id=32000, **kwargs)
 
 
+# The tiny towers (64 px, 8x8 patches): the shapes `mof.pretraining` trains and `mof/assets/encoders/` ships.
+TINY_VIT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4,
+            "patch_size": 8, "image_size": 64}
+TINY_PROJECTION_DIM = 64
+# The tiny CLIP and DINO that `python pretrain.py encoder=clip|dino` trains, shipped with the package.
+TINY_ENCODERS = {kind: str(Path(__file__).resolve().parent.parent / "assets" / "encoders" / f"tiny-{kind}")
+                 for kind in ("clip", "dino")}
+
+
 def tiny_config(fusion: str = "interleaved", vocab_size: int = 1024, image_token_id: int = 3, image_size: int = 64,
-                patch_size: int = 8, **kwargs) -> MofConfig:
-    """A model that trains in minutes on two CPU cores: two 2-layer ViTs and a 2-layer Llama."""
-    vit = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4,
-           "patch_size": patch_size, "image_size": image_size}
+                patch_size: int = 8, pretrained_encoders: bool = False, **kwargs) -> MofConfig:
+    """A model that trains in minutes on two CPU cores: two 3-layer ViTs and a 2-layer Llama. `pretrained_encoders`:
+    the towers name the shipped tiny CLIP and DINO (`TINY_ENCODERS`), loaded by `load_pretrained_components`."""
+    vit = dict(TINY_VIT, patch_size=patch_size, image_size=image_size)
     encoders = [
-        {"type": "clip", "config": dict(vit, model_type="clip_vision_model", projection_dim=64)},
-        {"type": "dinov2", "config": dict(vit, model_type="dinov2", mlp_ratio=2)},
+        {"type": "clip", "config": dict(vit, model_type="clip_vision_model", projection_dim=TINY_PROJECTION_DIM)},
+        {"type": "dinov2", "config": dict(vit, model_type="dinov2", mlp_ratio=TINY_VIT["intermediate_size"] // TINY_VIT["hidden_size"])},
     ]
+    if pretrained_encoders:
+        for encoder, kind in zip(encoders, ("clip", "dino")):
+            encoder["pretrained"] = TINY_ENCODERS[kind]
     text = {"model_type": "llama", "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
             "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": vocab_size,
             "max_position_embeddings": 1024, "tie_word_embeddings": False}

@@ -19,12 +19,18 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
+from ..errors import MofError
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
+
+
+class WeightsMissingError(MofError, ValueError):
+    pass
 
 
 @dataclass(frozen=True)
@@ -226,7 +232,20 @@ class VisionEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, spec: EncoderSpec, **kwargs) -> "VisionEncoder":
-        tower = AutoModel.from_pretrained(spec.pretrained, config=spec.build_tower_config(), **kwargs)
+        """The tower's weights from a hub id or folder. Weights it does not use (a CLIP's text tower, layers past the
+        feature layer) are expected and not reported; a weight it needs and the folder lacks is an error."""
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the load report lists every unused weight as UNEXPECTED
+        try:
+            tower, info = AutoModel.from_pretrained(spec.pretrained, config=spec.build_tower_config(),
+                                                    output_loading_info=True, **kwargs)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        if info.get("missing_keys"):
+            raise WeightsMissingError(f"{spec.pretrained}: the {spec.type} tower lacks weights it needs: "
+                                      f"{', '.join(sorted(info['missing_keys'])[:5])}")
         return cls(spec, tower)
 
     def set_trainable(self, trainable: bool) -> "VisionEncoder":

@@ -20,13 +20,16 @@ def require_available(ref: str) -> None:
     """Fail at once, naming `ref`, when its weights cannot be had (no network wait when offline)."""
     path = Path(os.path.expanduser(ref))
     if path.is_dir():
+        refuse_remote_code(path / "config.json", ref)
         return
     looks_local = ref.startswith(("/", ".", "~")) or ref.count("/") > 1
     if looks_local:
         raise WeightsNotFoundError(f"pretrained weights: no directory at {ref!r}")
     from huggingface_hub import try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(ref, "config.json"), str):
+    cached = try_to_load_from_cache(ref, "config.json")
+    if isinstance(cached, str):
+        refuse_remote_code(Path(cached), ref)
         return
     if _offline():
         raise WeightsNotFoundError(
@@ -34,3 +37,21 @@ def require_available(ref: str) -> None:
             f"Download them where there is network (`hf download {ref}`), or point the config at a local "
             f"directory holding them (e.g. model.vision_encoders.0.pretrained=/path/to/dir)."
         )
+
+
+class RemoteCodeError(MofError, ValueError):
+    pass
+
+
+def refuse_remote_code(config_json: Path, ref: str) -> None:
+    """A model folder whose config names its own Python classes (`auto_map`) would run that code if trusted; mof
+    never trusts remote code, so such a folder is a one-line error naming the file, not a traceback later."""
+    import json
+
+    try:
+        config = json.loads(config_json.read_text(encoding="utf-8")) if config_json.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise WeightsNotFoundError(f"{config_json}: not a readable JSON model config ({ref!r})") from None
+    if isinstance(config, dict) and config.get("auto_map"):
+        raise RemoteCodeError(f"{config_json}: names its own code (auto_map: {sorted(config['auto_map'])}); mof never "
+                              "runs code from a model folder (trust_remote_code is never set)")

@@ -48,17 +48,23 @@ class GradNormMonitor(pl.Callback):
 
 class SkippedSamples(pl.Callback):
     """Counts the samples the data pipeline skipped, by reason (a bad sample never stops training), and those
-    trained on; `read_skipped`: the records skipped while reading the files, counted once."""
+    trained on. `read_skipped`: the records skipped while reading the files (counted once, out of `read_total`).
 
-    def __init__(self, read_skipped: dict | None = None):
+    `fraction` judges each kind of skip on its own denominator: records refused while reading against all records
+    read (a property of the files, whatever the run's length), and samples refused when drawn against the samples
+    drawn, so a run shorter than an epoch is judged on its own samples."""
+
+    def __init__(self, read_skipped: dict | None = None, read_total: int = 0):
         self.counts = Counter(read_skipped or {})
+        self.read_skipped = sum(self.counts.values())
+        self.read_total = max(read_total, self.read_skipped)
         self.trained = 0
         self.truncated = 0
 
     @property
     def fraction(self) -> float:
-        skipped = sum(self.counts.values())
-        return skipped / max(1, skipped + self.trained)
+        drawn_skipped = sum(self.counts.values()) - self.read_skipped
+        return max(self.read_skipped / max(1, self.read_total), drawn_skipped / max(1, drawn_skipped + self.trained))
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.counts.update(batch.get("skipped", {}))

@@ -38,6 +38,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(path, path.with_name(PREVIOUS_LAST))
         os.replace(tmp, path)
 
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        """The restricted reader (one-line `CheckpointError`), whatever Lightning asks for: a resumed file runs no code."""
+        return load_checkpoint_file(path)
+
 
 def set_aside_unverified_last(folder: Path, step: int) -> Path | None:
     """`last.ckpt` holds state `step`, whose loss came out non-finite: keep it as `nonfinite-step<N>.ckpt` and put
@@ -93,7 +97,10 @@ def resolve_resume(resume, run_dir: Path) -> str | None:
         return None
     if resume != "auto":
         if not Path(resume).exists():
-            raise FileNotFoundError(f"resume: no checkpoint at {resume!r}")
+            raise CheckpointError(f"resume: no checkpoint at {resume!r}")
+        problem = _loadable(Path(resume)) if Path(resume).is_dir() else None  # files: read once, by load_checkpoint
+        if problem is not None:
+            raise CheckpointError(f"resume: {resume}: {problem}")
         return str(resume)
     folder = run_dir / "checkpoints"
     last = folder / "last.ckpt"

@@ -48,14 +48,17 @@ def validate(cfg) -> None:
            cfg.trainer.accumulate_grad_batches)
     _check(cfg.resume in (None, "auto") or Path(str(cfg.resume)).exists(), "resume", "null, auto or an existing checkpoint",
            cfg.resume)
+    _check(isinstance(cfg.get("overwrite", False), bool), "overwrite", "true or false", cfg.get("overwrite"))
     after = cfg.evaluate_after
     names = [] if after is None else [after] if isinstance(after, str) else list(after)
-    _check(all(n in BENCHMARKS for n in names), "evaluate_after",
-           f"null or a list of benchmarks ({', '.join(BENCHMARKS)})", after)
+    mllm_benchmarks = [n for n, b in BENCHMARKS.items() if not hasattr(b, "evaluate_model")]  # not CLIP-like ones
+    _check(all(n in mllm_benchmarks for n in names), "evaluate_after",
+           f"null or a list of benchmarks that score an MLLM ({', '.join(mllm_benchmarks)})", after)
     if cfg.model.get("projector_from"):
         _check(Path(cfg.model.projector_from).exists(), "model.projector_from", "an existing run directory, export or .ckpt",
                cfg.model.projector_from)
     if cfg.model.get("load_pretrained"):
         refs = [e.get("pretrained") for e in cfg.model.config.get("vision_encoders", []) or []]
-        for ref in filter(None, refs + [cfg.model.config.get("llm"), cfg.model.tokenizer]):
+        tokenizer = cfg.model.tokenizer if cfg.model.tokenizer != "tiny" else None  # "tiny" ships with mof
+        for ref in filter(None, refs + [cfg.model.config.get("llm"), tokenizer]):
             require_available(ref)

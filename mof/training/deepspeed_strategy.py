@@ -14,6 +14,8 @@ import os
 
 from lightning.pytorch.strategies import DeepSpeedStrategy
 
+from ..build.checkpoint_io import restricted_loads
+
 
 class MofDeepSpeedStrategy(DeepSpeedStrategy):
     def __init__(self, *args, accelerator_name: str = "gpu", **kwargs):
@@ -50,6 +52,13 @@ class MofDeepSpeedStrategy(DeepSpeedStrategy):
             args=argparse.Namespace(device_rank=device_rank), config=self.config, model=model,
             model_parameters=params, optimizer=optimizer, lr_scheduler=lr_scheduler, dist_init_required=False)
         return engine, ds_optimizer
+
+
+    def load_checkpoint(self, checkpoint_path, *args, **kwargs):
+        """DeepSpeed reads its shards with `torch.load(weights_only=False)`: a pickle in a folder from elsewhere would
+        run on resume. Every load it makes goes through mof's restricted reader instead (a one-line CheckpointError)."""
+        with restricted_loads():
+            return super().load_checkpoint(checkpoint_path, *args, **kwargs)
 
 
 @contextlib.contextmanager

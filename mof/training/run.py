@@ -19,7 +19,7 @@ from ..data import load_tokenizer
 from ..evaluation.benchmarks import get_benchmark
 from ..evaluation.loading import load_for_evaluation
 from ..evaluation.run import evaluate_benchmark
-from ..errors import MofError, exit_with
+from ..errors import MofError, exit_with, refuse_finished
 from .callbacks import GracefulStop, GradNormMonitor, SkippedSamples, StopAndSave, ThroughputMonitor, ZeroPartitionReport
 from .checkpointing import AtomicCheckpointIO, resolve_resume
 from ..build import ConfigError
@@ -71,6 +71,9 @@ def train(cfg: DictConfig) -> dict:
     validate(cfg)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not cfg.resume:  # the same command twice must not replace a finished (or stopped) run
+        refuse_finished(run_dir, ["export", "checkpoints", *sorted(p.name for p in run_dir.glob("eval_*"))],
+                        bool(cfg.get("overwrite")), "continue it with resume=auto")
     accelerator = _accelerator(cfg)
     pl.seed_everything(cfg.seed, workers=True)
 
@@ -78,7 +81,7 @@ def train(cfg: DictConfig) -> dict:
     model_config = model_config_from(cfg)
     tokenizer = load_tokenizer(cfg.model.tokenizer)
     vocab = model_config.text_config.vocab_size
-    if len(tokenizer) > vocab and not cfg.model.load_pretrained:
+    if len(tokenizer) > vocab and not model_config.text_pretrained:
         raise ConfigError(f"model.config.vocab_size: {vocab} is smaller than the tokenizer ({len(tokenizer)} tokens)")
     datamodule = instantiate(cfg.data).bind(model_config, tokenizer)
     datamodule.prepare_data()
@@ -96,7 +99,8 @@ def train(cfg: DictConfig) -> dict:
         dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False, save_last=True,
         enable_version_counter=False,  # last.ckpt is replaced, never joined by a last-v1.ckpt that resume=auto misses
         every_n_train_steps=ck.every_n_train_steps, save_top_k=ck.save_top_k, monitor=ck.monitor, mode="min")
-    skipped = SkippedSamples(datamodule.dataset.read_skipped)
+    read_skipped = datamodule.dataset.read_skipped
+    skipped = SkippedSamples(read_skipped, len(datamodule.dataset) + sum(read_skipped.values()))
     stop_at_step = int(cfg.stop_at_step) if cfg.get("stop_at_step") else None
     callbacks = [checkpoint, ThroughputMonitor(), GradNormMonitor(), skipped, StopAndSave(ckpt_dir / "last.ckpt", stop_at_step)]
     if cfg.strategy.name.startswith("deepspeed"):

@@ -7,8 +7,9 @@ from .mmvp_vlm import MMVPVLM
 from .pope import POPE
 from .synthetic import Synthetic
 from .synthetic_pope import SyntheticPOPE
+from .synthetic_vlm import SyntheticVLM
 
-BENCHMARKS: dict[str, type[Benchmark]] = {b.name: b for b in (MMVP, Synthetic, MMVPVLM, POPE, SyntheticPOPE)}
+BENCHMARKS: dict[str, type[Benchmark]] = {b.name: b for b in (MMVP, Synthetic, MMVPVLM, POPE, SyntheticPOPE, SyntheticVLM)}
 
 
 def get_benchmark(name: str) -> type[Benchmark]:

@@ -19,7 +19,7 @@ import torch
 from ...data.images import ImageError, load_image
 from ...model.weights import require_available
 from .base import Benchmark
-from .mmvp import PATTERNS, BenchmarkFormatError, find_layout
+from .mmvp import PATTERNS, BenchmarkFormatError, canonical_pattern, find_layout
 from ..report import print_summary, write_report
 
 IMAGE_DIRS = ("MMVP_VLM_Images", "MLLM_VLM Images")
@@ -66,7 +66,7 @@ def statement_picks(text_emb: torch.Tensor, image_emb: torch.Tensor) -> tuple[to
 
 
 @torch.no_grad()
-def evaluate_vlm(checkpoint: str, root, out_dir, batch_size: int = 32, device="cpu") -> dict:
+def evaluate_vlm(checkpoint: str, root, out_dir, batch_size: int = 32, device="cpu", name: str = "mmvp_vlm") -> dict:
     root, out_dir = Path(root), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     questions, image_dir = load_vlm_questions(root)
@@ -95,13 +95,16 @@ def evaluate_vlm(checkpoint: str, root, out_dir, batch_size: int = 32, device="c
         per_pattern[q1["type"]]["correct_pairs"] += correct
         predictions.append({"ids": [q1["id"], q2["id"]], "type": q1["type"], "similarity": sim.tolist(),
                             "picks": picks, "correct": correct, "error": None})
+    # types that name a category map by name; the published file's own type names, by the original script's order
+    by_name = all(canonical_pattern(folder) in CATEGORIES for folder in per_pattern)
     for k, (folder, stats) in enumerate(per_pattern.items()):
         stats["pair_accuracy"] = 100.0 * stats["correct_pairs"] / max(1, stats["pairs"])
-        stats["category"] = CATEGORIES[k] if len(per_pattern) == len(CATEGORIES) else folder
+        stats["category"] = (canonical_pattern(folder) if by_name else
+                             CATEGORIES[k] if len(per_pattern) == len(CATEGORIES) else folder)
     scores = [v["pair_accuracy"] for v in per_pattern.values()]
     pairs = sum(v["pairs"] for v in per_pattern.values())
     correct = sum(v["correct_pairs"] for v in per_pattern.values())
-    results = {"benchmark": "mmvp_vlm", "checkpoint": str(checkpoint), "root": str(root),
+    results = {"benchmark": name, "checkpoint": str(checkpoint), "root": str(root),
                "primary_metric": "average", "metric_names": ["average", "pair_accuracy"],
                "pair_accuracy": 100.0 * correct / max(1, pairs),  # as everywhere: correct pairs / pairs
                "average": sum(scores) / max(1, len(scores)),  # the paper's number: the mean over the patterns

@@ -1,0 +1,48 @@
+"""The held-out synthetic pairs posed to a CLIP-like model, in MMVP-VLM's layout: each image's statement is its full
+description (`mof.data.synthetic.caption` with every property named), and a pair counts if both statements pick
+their own image. Drawn from the benchmark seed stream (no scene shared with pre-training or training)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from ...data.synthetic import BENCHMARK_SEED_OFFSET, PROPERTIES, caption, make_images, write_once
+from .mmvp import canonical_pattern
+from .mmvp_vlm import IMAGE_DIRS, MMVPVLM, evaluate_vlm
+
+DEFAULTS = {"pairs_per_pattern": 20, "seed": 0, "size": 64}
+
+
+def write_vlm_benchmark(out: Path, pairs_per_pattern: int, seed: int, size: int) -> dict:
+    rows = []
+    for qid, (img, attrs) in enumerate(make_images(pairs_per_pattern, seed + BENCHMARK_SEED_OFFSET, size), 1):
+        kind = canonical_pattern(attrs["pattern"])
+        (out / IMAGE_DIRS[0] / kind).mkdir(parents=True, exist_ok=True)
+        img.save(out / IMAGE_DIRS[0] / kind / f"{qid}.jpg", quality=95)
+        rows.append([qid, kind, caption(attrs, (*PROPERTIES, "shape"))])
+    with open(out / "Questions.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["Question ID", "Type", "Statement"], *rows])
+    return {"statements": len(rows), "pairs": len(rows) // 2}
+
+
+def synthetic_vlm_root(data_dir: str | Path, **options) -> Path:
+    """`<data_dir>/synthetic/vlm`, generated if missing."""
+    spec = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    unknown = set(spec) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"benchmark.synthetic: unknown keys {sorted(unknown)}; expected {sorted(DEFAULTS)}")
+    out = Path(data_dir) / "synthetic" / "vlm"
+    return write_once(out, {**spec, "version": 1}, lambda d: {"benchmark": write_vlm_benchmark(d, **spec)})
+
+
+class SyntheticVLM(MMVPVLM):
+    """`benchmark=synthetic_vlm checkpoint=<a CLIP-like model>`: MMVP-VLM over the held-out synthetic pairs."""
+
+    name = "synthetic_vlm"
+
+    def evaluate_model(self, checkpoint, out_dir, device) -> dict:
+        if not checkpoint:
+            raise ValueError("checkpoint: a CLIP-like model (hub id or directory) is required for synthetic_vlm")
+        root = self.section.get("root") or synthetic_vlm_root(self.data_dir, **dict(self.section.get("synthetic") or {}))
+        return evaluate_vlm(checkpoint, root, out_dir, self.section.get("batch_size", 32), device, self.name)

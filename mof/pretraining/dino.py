@@ -1,0 +1,169 @@
+"""A tiny DINO (Caron et al. 2021): a student and its exponential-moving-average teacher see different crops of
+one image; the student matches the teacher's centred, sharpened softmax. No labels, no text.
+
+Augmentations (`conf/encoder/dino.yaml`) decide what the encoder learns to ignore:
+- random resized crops (two global, several local): where an object sits and how large it is;
+- colour jitter and grayscale: hue, brightness, contrast, saturation;
+- no horizontal flip and no rotation (DINO's recipe flips): a flip would teach that an arrow pointing left and one
+  pointing right, or a square left of a circle and one right of it, are the same image: exactly what MMVP asks.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..model.vision_encoders import IMAGENET_MEAN, IMAGENET_STD
+from .clip import warmup_adamw
+from .pool import normalize
+
+
+def dino_loss(student: torch.Tensor, teacher: torch.Tensor, center: torch.Tensor, student_temp: float,
+              teacher_temp: float) -> torch.Tensor:
+    """Cross-entropy between the teacher's centred, sharpened softmax and the student's, over every (teacher view i,
+    student view j != i) pair. `student`: `[views, B, K]` logits; `teacher`: `[global views, B, K]`."""
+    t = F.softmax((teacher - center) / teacher_temp, dim=-1)
+    s = F.log_softmax(student / student_temp, dim=-1)
+    total, n = 0.0, 0
+    for i in range(len(t)):
+        for j in range(len(s)):
+            if i != j:
+                total = total + (-t[i] * s[j]).sum(-1).mean()
+                n += 1
+    return total / n
+
+
+class DinoHead(nn.Module):
+    """DINO's projection head: an MLP, an L2-normalised bottleneck, a weight-normalised linear layer to K outputs."""
+
+    def __init__(self, dim: int, hidden: int, bottleneck: int, out_dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                 nn.Linear(hidden, bottleneck))
+        self.last = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck, out_dim, bias=False))
+        self.last.parametrizations.weight.original0.data.fill_(1.0)
+        self.last.parametrizations.weight.original0.requires_grad = False  # DINO's norm_last_layer
+
+    def forward(self, x):
+        return self.last(F.normalize(self.mlp(x), dim=-1))
+
+
+def random_resized_crops(images: torch.Tensor, out: int, scale: tuple, generator: torch.Generator) -> torch.Tensor:
+    """One random crop per image (area share in `scale`, aspect 3/4..4/3), resized to `out` x `out` by bilinear
+    sampling: one batched `grid_sample`, no per-image loop."""
+    b = len(images)
+    area = torch.empty(b).uniform_(*scale, generator=generator)
+    log_ratio = torch.empty(b).uniform_(math.log(3 / 4), math.log(4 / 3), generator=generator)
+    w = (area * log_ratio.exp()).sqrt().clamp(max=1.0)
+    h = (area / log_ratio.exp()).sqrt().clamp(max=1.0)
+    cx = (torch.rand(b, generator=generator) * 2 - 1) * (1 - w)
+    cy = (torch.rand(b, generator=generator) * 2 - 1) * (1 - h)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w, cx, h, cy
+    grid = F.affine_grid(theta, (b, 3, out, out), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def color_jitter(x: torch.Tensor, strength: float, grayscale_p: float, generator: torch.Generator) -> torch.Tensor:
+    """Brightness, contrast and saturation scaled by factors in [1 - s, 1 + s], hue rotated by up to s/2 of a turn
+    (in YIQ space), then grayscale with probability `grayscale_p`; `x` in [0, 1]."""
+    b = len(x)
+    def u():
+        return (1 + (torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1) * strength)
+    gray = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    x = x * u()
+    x = (x - gray.mean((2, 3), keepdim=True)) * u() + gray.mean((2, 3), keepdim=True)
+    gray = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    x = (x - gray) * u() + gray
+    yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    a = (torch.rand(b, generator=generator) * 2 - 1) * math.pi * strength
+    rot = torch.zeros(b, 3, 3)
+    rot[:, 0, 0], rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = 1, a.cos(), -a.sin(), a.sin(), a.cos()
+    m = torch.linalg.inv(yiq) @ rot @ yiq
+    x = torch.einsum("bij,bjhw->bihw", m, x)
+    to_gray = torch.rand(b, 1, 1, 1, generator=generator) < grayscale_p
+    gray = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
+    return torch.where(to_gray, gray, x).clamp(0, 1)
+
+
+class DinoPretraining(pl.LightningModule):
+    def __init__(self, vision: dict, head: dict, global_crops: dict, local_crops: dict, jitter: float, grayscale_p: float,
+                 student_temp: float, teacher_temp: float, center_momentum: float, teacher_momentum: float, lr: float,
+                 weight_decay: float, warmup_steps: int, seed: int = 0):
+        super().__init__()
+        from transformers import Dinov2Config, Dinov2Model
+
+        self.student = nn.ModuleDict({"backbone": Dinov2Model(Dinov2Config(**vision)),
+                                      "head": DinoHead(vision["hidden_size"], **head)})
+        self.teacher = copy.deepcopy(self.student).requires_grad_(False)
+        self.register_buffer("center", torch.zeros(1, head["out_dim"]))
+        self.global_crops, self.local_crops = global_crops, local_crops
+        self.jitter, self.grayscale_p = jitter, grayscale_p
+        self.student_temp, self.teacher_temp = student_temp, teacher_temp
+        self.center_momentum, self.teacher_momentum = center_momentum, teacher_momentum
+        self.lr, self.weight_decay, self.warmup_steps = lr, weight_decay, warmup_steps
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def views(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = images.float() / 255.0
+        views = []
+        for crops in (self.global_crops, self.local_crops):
+            for _ in range(crops["number"]):
+                v = random_resized_crops(x, crops["size"], tuple(crops["scale"]), self.generator)
+                v = color_jitter(v, self.jitter, self.grayscale_p, self.generator)
+                views.append(normalize(v * 255.0, IMAGENET_MEAN, IMAGENET_STD))
+        return views
+
+    @staticmethod
+    def embed(net: nn.ModuleDict, views: list[torch.Tensor]) -> torch.Tensor:
+        """`[views, B, K]`: views of one size go through the backbone together."""
+        out, start = [], 0
+        while start < len(views):
+            end = start
+            while end < len(views) and views[end].shape == views[start].shape:
+                end += 1
+            cls = net["backbone"](pixel_values=torch.cat(views[start:end])).pooler_output
+            out.append(net["head"](cls).view(end - start, len(views[0]), -1))
+            start = end
+        return torch.cat(out)
+
+    def training_step(self, batch, batch_idx):
+        views = self.views(batch)
+        n_global = self.global_crops["number"]
+        with torch.no_grad():
+            teacher = self.embed(self.teacher, views[:n_global])
+        student = self.embed(self.student, views)
+        loss = dino_loss(student, teacher, self.center, self.student_temp, self.teacher_temp)
+        with torch.no_grad():
+            m = self.center_momentum
+            self.center.mul_(m).add_(teacher.mean((0, 1)).unsqueeze(0), alpha=1 - m)
+            entropy = -(F.softmax((teacher - self.center) / self.teacher_temp, -1) *
+                        F.log_softmax((teacher - self.center) / self.teacher_temp, -1)).sum(-1).mean()
+        self.log_dict({"pretrain/loss": loss, "pretrain/teacher_entropy": entropy}, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        # the teacher's momentum rises from `teacher_momentum` to 1 on a cosine, as in DINO
+        progress = self.trainer.global_step / max(1, self.trainer.max_steps)
+        m = 1 - (1 - self.teacher_momentum) * (math.cos(math.pi * progress) + 1) / 2
+        with torch.no_grad():
+            for ps, pt in zip(self.student.parameters(), self.teacher.parameters()):
+                pt.mul_(m).add_(ps.detach(), alpha=1 - m)
+
+    def configure_optimizers(self):
+        return warmup_adamw(self.student, self.lr, self.weight_decay, self.warmup_steps, self.trainer.max_steps)
+
+    def save(self, out: Path) -> None:
+        """The teacher's backbone (DINO's evaluated network) as a `Dinov2Model` folder with its image processor."""
+        from transformers import BitImageProcessor
+
+        size = self.teacher["backbone"].config.image_size
+        self.teacher["backbone"].save_pretrained(out)
+        BitImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}, do_center_crop=True,
+                          image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD)).save_pretrained(out)

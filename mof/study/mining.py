@@ -1,0 +1,104 @@
+"""The mining side of the miniature: a fresh pool of synthetic images with their true attributes in a side file
+(read only to *score* the mining), the precision of the mined pairs, and an MMVP-style benchmark written from the
+attributes of the pairs that really differ in one property."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+from ..data.synthetic import MINING_SEED_OFFSET, PATTERNS, PROPERTY, make_images, write_once
+from ..evaluation.benchmarks.mmvp import write_mmvp
+
+ATTRIBUTES = "attributes.jsonl"
+
+
+def write_pool(out: Path, scenes_per_pattern: int, seed: int, size: int = 64) -> Path:
+    """`out/images/NNNNNN.png` and `out/attributes.jsonl` (`{"image", "scene", "pattern", "value", ...}`)."""
+    def write(d: Path) -> dict:
+        (d / "images").mkdir(parents=True)
+        with open(d / ATTRIBUTES, "w") as f:
+            for n, (img, attrs) in enumerate(make_images(scenes_per_pattern, seed + MINING_SEED_OFFSET, size)):
+                img.save(d / "images" / f"{n:06d}.png")
+                f.write(json.dumps({"image": f"{n:06d}.png", "scene": n // 2, **attrs}) + "\n")
+        return {"images": n + 1}
+    return write_once(out, {"scenes_per_pattern": scenes_per_pattern, "seed": seed, "size": size, "version": 1}, write)
+
+
+def read_attributes(pool: Path) -> dict[str, dict]:
+    return {a["image"]: a for a in map(json.loads, (pool / ATTRIBUTES).read_text().splitlines())}
+
+
+def differs_in_one_property(a: dict, b: dict) -> bool:
+    """Same pattern, another value of its property, every other drawn attribute equal (a different scene's
+    background tint and position jitter are nuisance, as two photos of one kind of object differ)."""
+    keys = (set(a) | set(b)) - {"image", "scene", "value"}
+    return a["pattern"] == b["pattern"] and a["value"] != b["value"] and all(a.get(k) == b.get(k) for k in keys)
+
+
+def score_pairs(pairs_csv: Path, pool: Path) -> dict:
+    """Precision of the mined pairs against the side file, and the properties the true pairs differ in."""
+    attrs = read_attributes(pool)
+    with open(pairs_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    pairs = [(attrs[Path(r["image_a"]).name], attrs[Path(r["image_b"]).name]) for r in rows]
+    true = [(a, b) for a, b in pairs if differs_in_one_property(a, b)]
+    return {"pairs": len(pairs), "true_pairs": len(true), "precision": len(true) / len(pairs) if pairs else None,
+            "same_scene": sum(a["scene"] == b["scene"] for a, b in pairs),
+            "properties": dict(Counter(PROPERTY[a["pattern"]] for a, _ in true).most_common()),
+            "all_pairs_by_pattern": dict(Counter(PROPERTY[a["pattern"]] if a["pattern"] == b["pattern"] else "mixed"
+                                                 for a, b in pairs).most_common())}
+
+
+def write_mined_benchmark(out: Path, pairs_csv: Path, pool: Path, max_pairs_per_pattern: int) -> dict:
+    """MMVP's layout (with a Pattern column) from the mined pairs that differ in one property: each pair gets its
+    pattern's question, both images the same options and opposite answers, as MMVP's authors wrote them by hand."""
+    from PIL import Image
+
+    attrs = read_attributes(pool)
+    by_name = {p.name: p for p in PATTERNS}
+    with open(pairs_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    used, taken, out_rows, images = set(), Counter(), [], []
+    for r in rows:
+        a, b = attrs[Path(r["image_a"]).name], attrs[Path(r["image_b"]).name]
+        if not differs_in_one_property(a, b) or {a["image"], b["image"]} & used or taken[a["pattern"]] >= max_pairs_per_pattern:
+            continue
+        used |= {a["image"], b["image"]}
+        taken[a["pattern"]] += 1
+        p = by_name[a["pattern"]]
+        for x in (a, b):
+            letter = "(a)" if x["value"] == p.values[0] else "(b)"
+            out_rows.append({"Question": p.question, "Options": f"(a) {p.options[0]} (b) {p.options[1]}",
+                             "Correct Answer": letter, "Pattern": p.name})
+            images.append(Image.open(pool / "images" / x["image"]))
+    return {**write_mmvp(out, out_rows, images), "per_pattern": dict(taken)}
+
+
+def scene_cosines(embeddings: Path, n_shards: int, pool: Path) -> dict:
+    """Per property, the mean cosine of CLIP's and of DINO's embeddings between the two images of a scene (which
+    differ in that property alone): what each encoder sees, and so which pairs the thresholds can find."""
+    import numpy as np
+
+    from ..mining.embed import load_shards
+
+    ids, _, _, clip, dino = load_shards(embeddings, n_shards)
+    attrs = read_attributes(pool)
+    row = {Path(i).name: k for k, i in enumerate(ids)}
+    by_scene: dict[int, list[str]] = {}
+    for name, a in attrs.items():
+        if name in row:
+            by_scene.setdefault(a["scene"], []).append(name)
+    out: dict[str, dict] = {}
+    for names in by_scene.values():
+        if len(names) != 2:
+            continue
+        a, b = (row[n] for n in names)
+        prop = PROPERTY[attrs[names[0]]["pattern"]]
+        for kind, m in (("clip", clip), ("dino", dino)):
+            x, y = m[a], m[b]
+            cos = float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
+            out.setdefault(prop, {}).setdefault(kind, []).append(cos)
+    return {p: {k: round(float(np.mean(v)), 4) for k, v in kinds.items()} for p, kinds in out.items()}

@@ -1,0 +1,153 @@
+"""`reproduce(cfg)`: the body of `reproduce.py`. Every step runs the command a user would type (`evaluate.py`,
+`mine.py`, `train.py`) in its own folder under the study folder and is skipped when its results are there, so a
+killed study continues where it stopped (a killed training run resumes from its checkpoint)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from ..errors import MofError
+from ..evaluation.analyses import patterns_of, read_results
+from ..evaluation.benchmarks.mmvp import PATTERNS
+from ..evaluation.report import pearson
+from ..model.presets import TINY_ENCODERS
+from .mining import scene_cosines, score_pairs, write_mined_benchmark, write_pool
+from .plots import plot_correlation, plot_fusions, plot_tradeoff
+
+ROOT = Path(__file__).resolve().parent.parent.parent  # the checkout: train.py, evaluate.py, mine.py
+
+
+class StudyStepFailed(MofError):
+    pass
+
+
+class Study:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.out = Path(cfg.paths.output_dir)
+        self.data_dir = str(cfg.paths.data_dir)
+        self.t0 = time.perf_counter()
+
+    def say(self, text: str) -> None:
+        print(f"[{(time.perf_counter() - self.t0) / 60:5.1f} min] {text}", flush=True)
+
+    def run(self, name: str, args: list[str], done: Path) -> Path:
+        """`python <args>` unless `done` exists; its console goes to `<study>/logs/<name>.log`."""
+        if done.exists():
+            self.say(f"{name}: cached ({done.parent})")
+            return done
+        log = self.out / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.say(f"{name}: running (log {log})")
+        with open(log, "w") as f:
+            proc = subprocess.run([sys.executable, *args, f"paths.data_dir={self.data_dir}"], cwd=ROOT, stdout=f,
+                                  stderr=subprocess.STDOUT)
+        if proc.returncode != 0 or not done.exists():
+            raise StudyStepFailed(f"{name} failed (exit {proc.returncode}); see {log}")
+        return done
+
+
+def reproduce(cfg) -> dict:
+    study = Study(cfg)
+    out, c = study.out, cfg
+    out.mkdir(parents=True, exist_ok=True)
+    pairs_pp = f"benchmark.synthetic.pairs_per_pattern={c.pairs_per_pattern}"
+
+    # 1. The tiny CLIP on MMVP-VLM: which patterns is it blind to?
+    study.run("clip_vlm", ["evaluate.py", "benchmark=synthetic_vlm", f"checkpoint={TINY_ENCODERS['clip']}",
+                           f"hydra.run.dir={out / 'clip_vlm'}", pairs_pp], out / "clip_vlm" / "results.json")
+    clip = patterns_of(read_results(out / "clip_vlm"))
+
+    # 2. Mining a fresh pool with the tiny CLIP and DINO; scored against the pool's attribute side file.
+    m = c.mining
+    pool = write_pool(out / "mining" / "pool", m.scenes_per_pattern, c.seed)
+    study.run("mine", ["mine.py", f"images={pool / 'images'}", "encoders=tiny", f"hydra.run.dir={out / 'mining' / 'run'}",
+                       f"clip_threshold={m.clip_threshold}", f"dino_threshold={m.dino_threshold}", f"k={m.k}"],
+              out / "mining" / "run" / "summary.json")
+    mining = score_pairs(out / "mining" / "run" / "pairs.csv", pool)
+    shards = json.loads((out / "mining" / "run" / "summary.json").read_text())["shards"]
+    mining["scene_cosines"] = scene_cosines(out / "mining" / "run" / "embeddings", shards, pool)
+    study.say(f"mining: {mining['pairs']} pairs, precision {_pct(mining['precision'])}, properties {mining['properties']}")
+
+    # 3. An MMVP-style benchmark from the mined pairs (held out: the pool shares no scene with training).
+    bench = out / "benchmark"
+    if not (bench / "Questions.csv").exists():
+        info = write_mined_benchmark(bench, out / "mining" / "run" / "pairs.csv", pool, c.benchmark_pairs_per_pattern)
+        (out / "benchmark.json").write_text(json.dumps(info, indent=1))
+    info = json.loads((out / "benchmark.json").read_text())
+    study.say(f"benchmark: {info['pairs']} mined pairs {info['per_pattern']}")
+    if info["pairs"] == 0:
+        raise StudyStepFailed("the mining found no pair that differs in one property: no benchmark to score")
+
+    # 4. MLLMs on the frozen encoders, each fusion over the seeds.
+    runs = {}
+    for fusion, overrides in c.fusions.items():
+        for seed in c.seeds:
+            run_dir = out / "mllm" / fusion / f"seed{seed}"
+            resume = ["resume=auto"] if (run_dir / "checkpoints").exists() and not (run_dir / "export").exists() else []
+            study.run(f"{fusion}-seed{seed}", ["train.py", *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}",
+                                               "evaluate_after=[mmvp,synthetic]", f"benchmarks.mmvp.root={bench}",
+                                               f"synthetic_benchmark.pairs_per_pattern={c.pairs_per_pattern}",
+                                               "logger=csv", *c.train_overrides, *resume],
+                      run_dir / "eval_synthetic" / "results.json")
+            runs.setdefault(fusion, []).append(run_dir)
+
+    summary = analyse(c, clip, mining, info, runs, time.perf_counter() - study.t0)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    study.say(f"done: {out / 'summary.json'}, {out / 'correlation.png'}, {out / 'tradeoff.png'}, {out / 'fusions.png'}")
+    return summary
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def analyse(c, clip: dict, mining: dict, info: dict, runs: dict, seconds: float) -> dict:
+    seen = [p for p in PATTERNS if clip.get(p, 0.0) >= c.seen_threshold]  # measured, never read from a config
+    blind = [p for p in PATTERNS if p in clip and p not in seen]
+    mllm = {}
+    for fusion, dirs in runs.items():
+        mined = [read_results(d / "eval_mmvp") for d in dirs]
+        synthetic = [read_results(d / "eval_synthetic") for d in dirs]
+        per_seed = [patterns_of(s) for s in synthetic]
+        instruction = [statistics.fmean(p[q] for q in seen) for p in per_seed] if seen else []
+        mllm[fusion] = {
+            "benchmark": {**_mean_std([r["pair_accuracy"] for r in mined]),
+                          "per_pattern": _mean_patterns([patterns_of(r) for r in mined])},
+            "synthetic": {**_mean_std([r["pair_accuracy"] for r in synthetic]), "per_pattern": _mean_patterns(per_seed)},
+            "instruction": _mean_std(instruction) if instruction else None,
+        }
+    baseline = mllm.get(c.baseline, {}).get("synthetic", {}).get("per_pattern", {})
+    common = [p for p in PATTERNS if p in clip and p in baseline]
+    r = pearson([clip[p] for p in common], [baseline[p]["mean"] for p in common]) if len(common) >= 3 else math.nan
+    summary = {
+        "clip_vlm": {"per_pattern": clip, "average": statistics.fmean(clip.values()), "blind": blind, "seen": seen},
+        "mining": mining, "benchmark": info, "mllm": mllm,
+        "correlation": {"pearson_r": None if math.isnan(r) else r, "patterns": len(common),
+                        "between": f"tiny CLIP on synthetic_vlm vs '{c.baseline}' MLLM on the synthetic benchmark"},
+        "seeds": list(c.seeds), "minutes": seconds / 60,
+        "config": OmegaConf.to_container(c, resolve=False),
+    }
+    out = Path(c.paths.output_dir)
+    plot_correlation(clip, baseline, summary["correlation"]["pearson_r"], out / "correlation.png")
+    plot_tradeoff(c.fusions, mllm, out / "tradeoff.png")
+    plot_fusions(mllm, out / "fusions.png")
+    return summary
+
+
+def _mean_patterns(per_seed: list[dict]) -> dict:
+    keys = [p for p in PATTERNS if all(p in s for s in per_seed)]
+    return {p: _mean_std([s[p] for s in per_seed]) for p in keys}

@@ -1,0 +1,85 @@
+"""The miniature study: the mining's scoring against the attribute side file (by hand), the mined benchmark, and a
+short version of `reproduce.py` end to end (few steps, one seed, two fusions)."""
+
+import csv
+import json
+
+import pytest
+from omegaconf import open_dict
+
+from helpers import compose_cfg
+from mof.data.synthetic import make_images
+from mof.study.mining import differs_in_one_property, read_attributes, score_pairs, write_mined_benchmark, write_pool
+
+
+def test_a_pair_differs_in_one_property_only_when_everything_else_is_equal():
+    arrow = {"image": "0.png", "scene": 0, "pattern": "orientation and direction", "value": "left", "color": "red"}
+    assert differs_in_one_property(arrow, {**arrow, "image": "1.png", "value": "right"})
+    assert differs_in_one_property(arrow, {**arrow, "image": "9.png", "scene": 4, "value": "right"})  # another scene
+    assert not differs_in_one_property(arrow, {**arrow, "value": "right", "color": "blue"})  # two properties
+    assert not differs_in_one_property(arrow, {**arrow, "image": "1.png"})  # no difference at all
+    lamp = {"image": "2.png", "scene": 1, "pattern": "state and condition", "value": "on"}
+    assert not differs_in_one_property(arrow, {**lamp, "value": "right"})  # another pattern
+
+
+def test_the_two_images_of_a_scene_differ_in_its_property_alone():
+    items = list(make_images(2, seed=5))
+    assert len(items) == 2 * 2 * 9
+    for (_, a), (_, b) in zip(items[::2], items[1::2]):
+        assert a["pattern"] == b["pattern"] and a["value"] != b["value"]
+        assert {k: v for k, v in a.items() if k != "value"} == {k: v for k, v in b.items() if k != "value"}
+
+
+def test_mining_precision_and_the_mined_benchmark_by_hand(tmp_path):
+    pool = write_pool(tmp_path / "pool", scenes_per_pattern=2, seed=0)
+    attrs = read_attributes(pool)
+    assert len(attrs) == 36 and (pool / "images" / "000035.png").exists()
+    by = sorted(attrs.values(), key=lambda a: a["image"])
+    # three mined pairs: a true one (a scene's two images), a false one (two patterns), and another true one
+    pairs = [(by[0], by[1]), (by[0], by[2]), (by[4], by[5])]
+    with open(tmp_path / "pairs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image_a", "image_b", "clip_cosine", "dino_cosine"])
+        for a, b in pairs:
+            w.writerow([str(pool / "images" / a["image"]), str(pool / "images" / b["image"]), "0.99", "0.1"])
+    score = score_pairs(tmp_path / "pairs.csv", pool)
+    assert score["pairs"] == 3 and score["true_pairs"] == 2 and score["precision"] == pytest.approx(2 / 3)
+    assert score["properties"] == {"orientation": 1, "state": 1}
+    info = write_mined_benchmark(tmp_path / "bench", tmp_path / "pairs.csv", pool, max_pairs_per_pattern=15)
+    assert info["pairs"] == 2 and info["per_pattern"] == {"orientation and direction": 1, "state and condition": 1}
+    rows = list(csv.DictReader(open(tmp_path / "bench" / "Questions.csv")))
+    # the arrow pair first: left is option (a), right (b), as the pattern lists them; opposite answers in a pair
+    assert [r["Correct Answer"] for r in rows] == ["(a)", "(b)", "(a)", "(b)"]
+    assert rows[0]["Question"] == "Which way is the arrow pointing?" and rows[2]["Question"] == "Is the lamp on or off?"
+
+
+@pytest.mark.slow
+def test_short_study_runs_end_to_end_and_continues_from_its_cache(tmp_path, data_dir, capsys):
+    from mof.study.run import reproduce
+
+    cfg = compose_cfg("reproduce", tmp_path / "study", data_dir)
+    with open_dict(cfg):
+        cfg.seeds = [0]
+        cfg.pairs_per_pattern = 2
+        cfg.mining.scenes_per_pattern = 8
+        cfg.fusions = {"none": ["mof=none"], "interleaved": ["mof=interleaved"]}
+        cfg.train_overrides = ["trainer.max_steps=3", "data.synthetic.pairs_per_pattern=4", "data.batch_size=4",
+                               "trainer.enable_progress_bar=false", "data.num_workers=0"]
+    summary = reproduce(cfg)
+    saved = json.loads((tmp_path / "study" / "summary.json").read_text())
+    for key in ("clip_vlm", "mining", "mllm", "correlation", "seeds", "minutes"):
+        assert key in saved
+    assert set(saved["clip_vlm"]["per_pattern"]) and saved["mining"]["pairs"] >= saved["mining"]["true_pairs"] > 0
+    cosines = saved["mining"]["scene_cosines"]
+    assert len(cosines) == 9 and all(-1 <= v <= 1 for c in cosines.values() for v in c.values())
+    for fusion in ("none", "interleaved"):
+        m = saved["mllm"][fusion]
+        assert 0 <= m["benchmark"]["mean"] <= 100 and m["benchmark"]["std"] == 0.0 and m["benchmark"]["per_pattern"]
+    assert saved["seeds"] == [0] and summary["mllm"].keys() == saved["mllm"].keys()
+    for name in ("correlation.png", "tradeoff.png", "fusions.png"):
+        assert (tmp_path / "study" / name).stat().st_size > 0
+    # the same command again: every step cached, nothing trained again
+    capsys.readouterr()
+    reproduce(cfg)
+    printed = capsys.readouterr().out
+    assert "running" not in printed and printed.count("cached") == 4
