@@ -76,6 +76,7 @@ def test_short_study_runs_end_to_end_and_continues_from_its_cache(tmp_path, data
         m = saved["mllm"][fusion]
         assert 0 <= m["benchmark"]["mean"] <= 100 and m["benchmark"]["std"] == 0.0 and m["benchmark"]["per_pattern"]
     assert saved["seeds"] == [0] and summary["mllm"].keys() == saved["mllm"].keys()
+    assert set(saved["step_minutes"]) == {"clip_vlm", "mine", "none-seed0", "interleaved-seed0"}
     for name in ("correlation.png", "tradeoff.png", "fusions.png"):
         assert (tmp_path / "study" / name).stat().st_size > 0
     # the same command again: every step cached, nothing trained again

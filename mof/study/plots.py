@@ -26,10 +26,11 @@ def plot_correlation(clip: dict, mllm: dict, r, path: Path) -> None:
     ax.errorbar(x, [mllm[p]["mean"] for p in names], yerr=[mllm[p]["std"] for p in names], fmt="o-", capsize=3,
                 label="CLIP-only MLLM (synthetic MMVP, mean ± std over seeds)")
     ax.axhline(25, color="grey", lw=0.8, ls=":", label="chance (25%)")
-    ax.set_xticks(list(x), [p.replace(" and ", " &\n") for p in names], fontsize=7)
+    ax.set_xticks(list(x), [p.replace(" and ", " &\n").replace(" of ", "\nof ") for p in names], fontsize=7,
+                  rotation=30, ha="right")
     ax.set_ylabel("pair accuracy (%)")
     ax.set_ylim(-5, 105)
-    ax.set_title(f"CLIP's blindness carries into the MLLM: Pearson r = {'n/a' if r is None else f'{r:.2f}'}")
+    ax.set_title(f"Does CLIP's blindness carry into the MLLM? Pearson r = {'n/a' if r is None else f'{r:.2f}'}")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -58,7 +59,8 @@ def plot_tradeoff(fusions: dict, mllm: dict, path: Path) -> None:
         for name, o in fusions.items():
             if dino_share(o) is None and name in mllm and mllm[name].get(key):
                 v = mllm[name][key]
-                ax.errorbar([0.5], [v["mean"]], yerr=[v["std"]], fmt=marker, ms=11, capsize=3, label=f"{name}: {key}")
+                ax.errorbar([0.5], [v["mean"]], yerr=[v["std"]], fmt=marker, ms=11, capsize=3,
+                            label=f"{name} (not on the alpha axis): {key}")
     ax.axhline(25, color="grey", lw=0.8, ls=":", label="chance")
     ax.set_xlabel("DINO share (1 - alpha)")
     ax.set_ylabel("pair accuracy (%)")

@@ -47,11 +47,15 @@ class Study:
         log = self.out / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         self.say(f"{name}: running (log {log})")
+        t0 = time.perf_counter()
         with open(log, "w") as f:
             proc = subprocess.run([sys.executable, *args, f"paths.data_dir={self.data_dir}"], cwd=ROOT, stdout=f,
                                   stderr=subprocess.STDOUT)
         if proc.returncode != 0 or not done.exists():
             raise StudyStepFailed(f"{name} failed (exit {proc.returncode}); see {log}")
+        timing = self.out / "timing.json"  # each step's minutes, kept across the invocations that computed them
+        steps = json.loads(timing.read_text()) if timing.exists() else {}
+        timing.write_text(json.dumps({**steps, name: (time.perf_counter() - t0) / 60}, indent=1))
         return done
 
 
@@ -130,6 +134,7 @@ def analyse(c, clip: dict, mining: dict, info: dict, runs: dict, seconds: float)
             "synthetic": {**_mean_std([r["pair_accuracy"] for r in synthetic]), "per_pattern": _mean_patterns(per_seed)},
             "instruction": _mean_std(instruction) if instruction else None,
         }
+    out = Path(c.paths.output_dir)
     baseline = mllm.get(c.baseline, {}).get("synthetic", {}).get("per_pattern", {})
     common = [p for p in PATTERNS if p in clip and p in baseline]
     r = pearson([clip[p] for p in common], [baseline[p]["mean"] for p in common]) if len(common) >= 3 else math.nan
@@ -138,10 +143,10 @@ def analyse(c, clip: dict, mining: dict, info: dict, runs: dict, seconds: float)
         "mining": mining, "benchmark": info, "mllm": mllm,
         "correlation": {"pearson_r": None if math.isnan(r) else r, "patterns": len(common),
                         "between": f"tiny CLIP on synthetic_vlm vs '{c.baseline}' MLLM on the synthetic benchmark"},
-        "seeds": list(c.seeds), "minutes": seconds / 60,
+        "seeds": list(c.seeds), "minutes": seconds / 60,  # this invocation (cached steps cost nothing)
+        "step_minutes": json.loads(timing.read_text()) if (timing := out / "timing.json").exists() else {},
         "config": OmegaConf.to_container(c, resolve=False),
     }
-    out = Path(c.paths.output_dir)
     plot_correlation(clip, baseline, summary["correlation"]["pearson_r"], out / "correlation.png")
     plot_tradeoff(c.fusions, mllm, out / "tradeoff.png")
     plot_fusions(mllm, out / "fusions.png")
