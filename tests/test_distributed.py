@@ -124,7 +124,7 @@ def test_zero3_frozen_towers_stay_out_of_optimizer_and_checkpoint(tmp_path, data
     torch.manual_seed(0)
     from mof import MofConfig, MofForConditionalGeneration
 
-    init = MofForConditionalGeneration(MofConfig.from_pretrained(tmp_path / "export")).state_dict()
+    init = MofForConditionalGeneration(MofConfig.from_pretrained(tmp_path / "export")).load_pretrained_components().state_dict()
     for k in ("model.language_model.layers.0.self_attn.q_proj.weight", "model.vision_encoders.1.tower.embeddings.cls_token"):
         assert torch.equal(export[k], init[k]), k
 

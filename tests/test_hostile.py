@@ -403,7 +403,11 @@ def test_clean_error_garbage_line_in_predictions(tmp_path, data_dir):
 # ----------------------------------------------------------------------------- 6. blow-ups and kills
 @pytest.mark.slow
 def test_correct_nan_recovery_resumes_with_the_current_learning_rate(tmp_path, data_dir):
-    base = ["checkpoint.every_n_train_steps=1", "trainer.max_steps=12", "export=false", "logger=csv"]
+    # random trainable towers (the earlier tiny preset): at lr 1e6 their loss turns non-finite while the weights
+    # saved a step before are still finite, the path that sets an unverified checkpoint aside (with the frozen
+    # pre-trained towers the weights blow up first, and the save itself refuses)
+    base = ["checkpoint.every_n_train_steps=1", "trainer.max_steps=12", "export=false", "logger=csv",
+            "model.config.pretrained_encoders=false", "model.load_pretrained=false", "model.train_vision=true"]
     with pytest.raises(NonFiniteLossError, match=r"Last checkpoint of a state with finite loss and weights: (\S+last.ckpt)") as info:
         train(train_cfg(tmp_path, data_dir, [*base, "stage.optimizer.lr=1e6"]))
     named = info.value.args[0].split("finite loss and weights: ")[1].split(". ")[0]
@@ -611,3 +615,37 @@ def test_clean_error_evaluate_after_a_clip_benchmark_is_refused_before_training(
 
     with pytest.raises(ConfigError, match=r"^evaluate_after: expected null or a list of benchmarks that score an MLLM"):
         validate(train_cfg(tmp_path, data_dir, [f"evaluate_after=[{name}]"]))
+
+
+# ----------------------------------------------------------------------------- 12. re-scoring counts each question once
+def _predictions(tmp_path, indices):
+    options = "(a) Standing (b) Sitting"
+    f = tmp_path / "predictions.jsonl"
+    f.write_text("\n".join(json.dumps({"index": i, "answer": "(a)" if i % 2 else "(b)", "options": options,
+                                       "response": "(a)"}) for i in indices))
+    return f
+
+
+@pytest.mark.parametrize("indices,message", [
+    ([1, 2, 1], r"predictions.jsonl: index 1 appears more than once"),     # before: pair (1, 2) scored from question 1 twice
+    ([1, 2, 3], r"predictions.jsonl: index 3 without the other question of its pair"),
+], ids=["clean_error-duplicate_index", "clean_error-half_a_pair"])
+def test_clean_error_rescoring_duplicate_or_unpaired_questions(tmp_path, indices, message):
+    from mof.evaluation.benchmarks.mmvp import MMVP
+    from mof.evaluation.run import rescore
+
+    with pytest.raises(BenchmarkFormatError, match=message):
+        rescore(MMVP({}), _predictions(tmp_path, indices), tmp_path / "out")
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_clean_error_rescoring_an_index_the_benchmark_lacks(tmp_path):
+    from mof.evaluation.benchmarks.mmvp import MMVP, write_mmvp
+    from mof.evaluation.run import rescore
+
+    write_mmvp(tmp_path / "mmvp", [{"Question": "Is he standing?", "Options": "(a) Standing (b) Sitting",
+                                            "Correct Answer": a} for a in ("(a)", "(b)")], [None, None])
+    f = tmp_path / "predictions.jsonl"
+    f.write_text("\n".join(json.dumps({"index": i, "response": "a"}) for i in (1, 2, 3, 4)))
+    with pytest.raises(BenchmarkFormatError, match=r"index 3, 4 is not in the benchmark"):
+        rescore(MMVP({"root": str(tmp_path / "mmvp")}), f, tmp_path / "out")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from .benchmarks.base import Benchmark
@@ -41,6 +42,11 @@ def read_predictions(path: Path) -> list[dict]:
         if not isinstance(p, dict) or not isinstance(p.get("index"), int) or not isinstance(p.get("response", ""), (str, type(None))):
             raise BenchmarkFormatError(f"{path}:{lineno}: expected an object with an integer 'index' and a 'response' text")
         out.append(p)
+    counts = Counter(p["index"] for p in out)
+    repeated = sorted(i for i, n in counts.items() if n > 1)
+    if repeated:  # a question scored twice would count its pair twice
+        raise BenchmarkFormatError(f"{path}: index {', '.join(map(str, repeated[:10]))} appears more than once; "
+                                   "each question is scored once")
     return out
 
 

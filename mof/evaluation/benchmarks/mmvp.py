@@ -238,6 +238,15 @@ class MMVP(Benchmark):
                 raise BenchmarkFormatError(f"{source}: predictions without 'answer'/'options' need the benchmark: "
                                            f"set benchmark.root (now {root})")
             questions = {q.index: q for q in load_mmvp(root)[0]}
+        given = {p["index"] for p in predictions}
+        unknown = sorted(given - set(questions)) if questions else []
+        if unknown:
+            raise BenchmarkFormatError(f"{source}: index {', '.join(map(str, unknown[:10]))} is not in the benchmark "
+                                       f"at {self.section.get('root')}")
+        alone = sorted(i for i in given if (i + 1 if i % 2 else i - 1) not in given)  # pairs are (1, 2), (3, 4), ...
+        if alone:
+            raise BenchmarkFormatError(f"{source}: index {', '.join(map(str, alone[:10]))} without the other question "
+                                       "of its pair; pair accuracy needs both")
         patterns = read_pattern_map(self.section["patterns"]) if self.section.get("patterns") else {}
         answers, rows = {}, []
         for p in predictions:
