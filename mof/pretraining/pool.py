@@ -7,6 +7,7 @@ import torch
 
 from ..data.synthetic import PRETRAIN_SEED_OFFSET, make_images
 
+
 def image_pool(scenes_per_pattern: int, seed: int, size: int = 64) -> tuple[torch.Tensor, list[dict]]:
     """`[N, 3, size, size]` uint8 images and their attributes, from the pre-training seed stream (no scene shared
     with the MLLM's training data or the held-out benchmarks)."""

@@ -20,8 +20,8 @@ from .pool import image_pool
 log = logging.getLogger(__name__)
 
 
-def build_module(cfg) -> tuple[pl.LightningModule, callable]:
-    """The encoder's LightningModule and the collate function that turns pool indices into its batches."""
+def build_module(cfg) -> tuple[pl.LightningModule, str]:
+    """The encoder's LightningModule and its name (`clip` or `dino`), from the `encoder` config section."""
     e = OmegaConf.to_container(cfg.encoder, resolve=True)
     name = e.pop("name")
     opt = {k: e.pop(k) for k in ("lr", "weight_decay", "warmup_steps")}
