@@ -320,6 +320,15 @@ def write_once(out: str | Path, spec: dict, write: Callable[[Path], dict]) -> Pa
     return out
 
 
+def generation_spec(defaults: dict, options: dict, key: str = "benchmark.synthetic") -> dict:
+    """`defaults` updated by the options that are set; an option `defaults` lacks is an error naming `key`."""
+    spec = {**defaults, **{k: v for k, v in options.items() if v is not None}}
+    unknown = set(spec) - set(defaults)
+    if unknown:
+        raise ValueError(f"{key}: unknown keys {sorted(unknown)}; expected {sorted(defaults)}")
+    return spec
+
+
 def _complete(out: Path, spec: dict) -> bool:
     marker = out / "COMPLETE.json"
     return marker.exists() and json.loads(marker.read_text()).get("spec") == spec

@@ -17,6 +17,17 @@ def _pyplot():
     return plt
 
 
+def _finish(plt, fig, ax, title: str, path: Path) -> None:
+    """What every figure here ends with: the chance line, pair accuracy on y, a title, a legend, the file."""
+    ax.axhline(25, color="grey", lw=0.8, ls=":", label="chance (25%)")
+    ax.set_ylabel("pair accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_correlation(clip: dict, mllm: dict, r, path: Path) -> None:
     plt = _pyplot()
     names = [p for p in PATTERNS if p in clip and p in mllm]
@@ -25,16 +36,11 @@ def plot_correlation(clip: dict, mllm: dict, r, path: Path) -> None:
     ax.plot(x, [clip[p] for p in names], "o--", label="tiny CLIP (MMVP-VLM style)")
     ax.errorbar(x, [mllm[p]["mean"] for p in names], yerr=[mllm[p]["std"] for p in names], fmt="o-", capsize=3,
                 label="CLIP-only MLLM (synthetic MMVP, mean ± std over seeds)")
-    ax.axhline(25, color="grey", lw=0.8, ls=":", label="chance (25%)")
     ax.set_xticks(list(x), [p.replace(" and ", " &\n").replace(" of ", "\nof ") for p in names], fontsize=7,
                   rotation=30, ha="right")
-    ax.set_ylabel("pair accuracy (%)")
     ax.set_ylim(-5, 105)
-    ax.set_title(f"Does CLIP's blindness carry into the MLLM? Pearson r = {'n/a' if r is None else f'{r:.2f}'}")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(plt, fig, ax, f"Does CLIP's blindness carry into the MLLM? Pearson r = {'n/a' if r is None else f'{r:.2f}'}",
+            path)
 
 
 def dino_share(overrides) -> float | None:
@@ -61,14 +67,8 @@ def plot_tradeoff(fusions: dict, mllm: dict, path: Path) -> None:
                 v = mllm[name][key]
                 ax.errorbar([0.5], [v["mean"]], yerr=[v["std"]], fmt=marker, ms=11, capsize=3,
                             label=f"{name} (not on the alpha axis): {key}")
-    ax.axhline(25, color="grey", lw=0.8, ls=":", label="chance")
     ax.set_xlabel("DINO share (1 - alpha)")
-    ax.set_ylabel("pair accuracy (%)")
-    ax.set_title("Additive MoF trade-off (mean ± std over seeds)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(plt, fig, ax, "Additive MoF trade-off (mean ± std over seeds)", path)
 
 
 def plot_fusions(mllm: dict, path: Path) -> None:
@@ -80,11 +80,5 @@ def plot_fusions(mllm: dict, path: Path) -> None:
         vals = [mllm[n][key] or {"mean": 0, "std": 0} for n in names]
         ax.bar([i + (k - 0.5) * width for i in range(len(names))], [v["mean"] for v in vals], width,
                yerr=[v["std"] for v in vals], capsize=3, label=label)
-    ax.axhline(25, color="grey", lw=0.8, ls=":", label="chance")
     ax.set_xticks(range(len(names)), names, fontsize=8)
-    ax.set_ylabel("pair accuracy (%)")
-    ax.set_title("MLLMs on the frozen tiny encoders (mean ± std over seeds)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(plt, fig, ax, "MLLMs on the frozen tiny encoders (mean ± std over seeds)", path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...data.synthetic import BENCHMARK_SEED_OFFSET, make_pairs, write_once
+from ...data.synthetic import BENCHMARK_SEED_OFFSET, generation_spec, make_pairs, write_once
 from .mmvp import MMVP, write_mmvp
 
 DEFAULTS = {"pairs_per_pattern": 20, "seed": 0, "size": 64, "shuffle_options": False}
@@ -23,10 +23,7 @@ def write_benchmark(out: Path, pairs_per_pattern: int, seed: int, size: int, shu
 
 def synthetic_benchmark_root(data_dir: str | Path, **options) -> Path:
     """`<data_dir>/synthetic/benchmark`, generated if missing (options as in `DEFAULTS`)."""
-    spec = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
-    unknown = set(spec) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"benchmark.synthetic: unknown keys {sorted(unknown)}; expected {sorted(DEFAULTS)}")
+    spec = generation_spec(DEFAULTS, options)
     out = Path(data_dir) / "synthetic" / "benchmark"
     return write_once(out, {**spec, "version": 3}, lambda d: {"benchmark": write_benchmark(d, **spec)})
 

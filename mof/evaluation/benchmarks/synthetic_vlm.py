@@ -7,7 +7,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ...data.synthetic import BENCHMARK_SEED_OFFSET, PROPERTIES, caption, make_images, write_once
+from ...data.synthetic import (BENCHMARK_SEED_OFFSET, PROPERTIES, caption, generation_spec, make_images,
+                               write_once)
 from .mmvp import canonical_pattern
 from .mmvp_vlm import IMAGE_DIRS, MMVPVLM, evaluate_vlm
 
@@ -28,10 +29,7 @@ def write_vlm_benchmark(out: Path, pairs_per_pattern: int, seed: int, size: int)
 
 def synthetic_vlm_root(data_dir: str | Path, **options) -> Path:
     """`<data_dir>/synthetic/vlm`, generated if missing."""
-    spec = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
-    unknown = set(spec) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"benchmark.synthetic: unknown keys {sorted(unknown)}; expected {sorted(DEFAULTS)}")
+    spec = generation_spec(DEFAULTS, options)
     out = Path(data_dir) / "synthetic" / "vlm"
     return write_once(out, {**spec, "version": 1}, lambda d: {"benchmark": write_vlm_benchmark(d, **spec)})
 
