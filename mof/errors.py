@@ -16,6 +16,10 @@ class MofError(Exception):
     pass
 
 
+class ConfigError(MofError, ValueError):
+    """A wrong value in a run's configuration; the message names its key."""
+
+
 class FinishedRunError(MofError):
     """An output folder already holds a finished run, and nothing said to continue or replace it."""
 

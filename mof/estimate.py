@@ -18,43 +18,22 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from .build.stages import LLM_LINEAR_TARGETS
 from .console import setup_console
 from .errors import MofError, exit_with
 from .model import MofForConditionalGeneration
+from .model.stages import apply_stage, parameter_report
 from .training.from_config import model_config_from, stage_plan
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 GiB = 1024**3
 
 
-def lora_parameters(model, targets, r: int) -> int:
-    total = 0
-    for name, module in model.language_model.named_modules():
-        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets:
-            total += r * (module.in_features + module.out_features)
-    return total
-
-
 def count(cfg) -> list[tuple[str, int, int]]:
-
-    config = model_config_from(cfg)
+    """`(part, parameters, trainable)`: the model built on the meta device and put in its stage by the same
+    `apply_stage` as training, counted by the same report as training's `parameters.txt`."""
     with torch.device("meta"):
-        model = MofForConditionalGeneration(config)
-    plan = stage_plan(cfg)
-    rows = []
-    for i, enc in enumerate(model.vision_encoders):
-        n = sum(p.numel() for p in enc.parameters())
-        rows.append((f"vision[{i}] {enc.spec.type}", n, n if plan.train_vision else 0))
-    n = sum(p.numel() for p in model.fusion.parameters())
-    rows.append(("adapters", n, n))
-    n = sum(p.numel() for m in (model.language_model, model.lm_head) for p in m.parameters())
-    rows.append(("llm", n, n if plan.train_llm and plan.name != "lora" else 0))
-    if plan.name == "lora":
-        lora = plan.lora or {}
-        n = lora_parameters(model, lora.get("target_modules") or LLM_LINEAR_TARGETS, int(lora.get("r", 128)))
-        rows.append(("lora", n, n))
-    return rows
+        model = MofForConditionalGeneration(model_config_from(cfg))
+    return parameter_report(apply_stage(model, stage_plan(cfg)))
 
 
 def model_state_bytes(total: int, trainable: int, strategy: str, devices: int) -> dict[str, float]:

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from helpers import compose_cfg
-from mof.build import ConfigError
+from mof.errors import ConfigError
 from mof.evaluation.benchmarks import BENCHMARKS, get_benchmark
 from mof.evaluation.benchmarks.mmvp import MMVP, PATTERNS, BenchmarkFormatError
 from mof.evaluation.benchmarks.pope import POPE, pope_answer

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import FAST, QUESTIONS_ONLY, run_script
-from mof.build import load_training_checkpoint
+from mof.checkpoints.files import load_training_checkpoint
 
 pytestmark = pytest.mark.slow
 

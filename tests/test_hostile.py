@@ -21,13 +21,13 @@ from helpers import FAST, ROOT, compose_cfg, run_script, train_cfg
 SMALL_BENCH = ["benchmark.synthetic.pairs_per_pattern=2"]
 from hostile_corpus import FILES, RECORDS, write_images
 from mof import tiny_config
-from mof.build import CheckpointError, load_checkpoint_file
-from mof.build.export import ExportExistsError, export_checkpoint
+from mof.checkpoints.files import CheckpointError, load_checkpoint_file
+from mof.checkpoints.export import ExportExistsError, export_checkpoint
 from mof.data import DataCheckError, MofImageProcessor, get_template, load_tokenizer
 from mof.data.dataset import ConversationDataset
 from mof.data.records import DataFormatError, Source, read_records
 from mof.evaluation.benchmarks.mmvp import BenchmarkFormatError, load_mmvp
-from mof.training.checkpointing import resolve_resume
+from mof.checkpoints.resume import resolve_resume
 from mof.training.data_check import scan
 from mof.training.module import NonFiniteLossError
 from mof.training.run import TrainingFailed, train
@@ -229,7 +229,7 @@ def evil_checkpoint(path: Path, marker: Path) -> Path:
 
 ENTRY_POINTS = {
     "evaluate": lambda ckpt, tmp: ["evaluate.py", f"checkpoint={ckpt}", "benchmark=synthetic", f"hydra.run.dir={tmp / 'ev'}"],
-    "export": lambda ckpt, tmp: ["-m", "mof.build.export", str(ckpt), "--out", str(tmp / "out")],
+    "export": lambda ckpt, tmp: ["-m", "mof.checkpoints.export", str(ckpt), "--out", str(tmp / "out")],
     "projector_from": lambda ckpt, tmp: ["train.py", f"model.projector_from={ckpt}", f"hydra.run.dir={tmp / 'tr'}", *FAST,
                                          "trainer.max_steps=1", "evaluate_after=null"],
     "resume": lambda ckpt, tmp: ["train.py", f"resume={ckpt}", f"hydra.run.dir={tmp / 'tr'}", *FAST, "trainer.max_steps=1",
@@ -610,7 +610,7 @@ def test_clean_error_model_folder_with_auto_map_runs_no_code(tmp_path, data_dir)
 @pytest.mark.parametrize("name", ["mmvp_vlm", "synthetic_vlm"])
 def test_clean_error_evaluate_after_a_clip_benchmark_is_refused_before_training(tmp_path, data_dir, name):
     """MMVP-VLM scores a CLIP-like model, not the trained MLLM: refused at the config check, not after training."""
-    from mof.build import ConfigError
+    from mof.errors import ConfigError
     from mof.training.config_check import validate
 
     with pytest.raises(ConfigError, match=r"^evaluate_after: expected null or a list of benchmarks that score an MLLM"):

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from helpers import train_cfg
 from mof import MofForConditionalGeneration, MofModel, tiny_config
 from mof.data.collate import Collator, pack_rows
-from mof.model.legacy_keys import LIGHTNING_PREFIXES, migrate_legacy_keys
+from mof.checkpoints.layout import LIGHTNING_PREFIXES, migrate_legacy_keys
 from mof.model.loss import causal_lm_loss
 from mof.training.run import train
 

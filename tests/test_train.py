@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 from helpers import FAST, ROOT, run_script, train_cfg
 from mof import MofForConditionalGeneration
-from mof.build import ConfigError
-from mof.training.checkpointing import AtomicCheckpointIO
+from mof.errors import ConfigError
+from mof.checkpoints.files import AtomicCheckpointIO
 from mof.training.module import NonFiniteLossError
 from mof.training.run import train
 
@@ -92,7 +92,7 @@ def test_lora_stage_exports_adapter_and_merged_model(tmp_path, data_dir):
     adapter = tmp_path / "export" / "lora_adapter"
     assert (adapter / "adapter_model.safetensors").exists()
     # logits of the LoRA model (rebuilt from its checkpoint) equal those of the merged export
-    from mof.build import rebuild_from_checkpoint
+    from mof.checkpoints.rebuild import rebuild_from_checkpoint
 
     lora_model, *_ = rebuild_from_checkpoint(tmp_path)
     merged = MofForConditionalGeneration.from_pretrained(tmp_path / "export").eval()
@@ -190,7 +190,7 @@ def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path,
 
 def test_export_cli_from_checkpoint_matches_training_export(tmp_path, data_dir):
     train(train_cfg(tmp_path, data_dir, ["trainer.max_steps=2"]))
-    run_script(["-m", "mof.build.export", str(tmp_path / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "again")])
+    run_script(["-m", "mof.checkpoints.export", str(tmp_path / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "again")])
     a = load_file(str(tmp_path / "export" / "model.safetensors"))
     b = load_file(str(tmp_path / "again" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -31,6 +31,22 @@ log = logging.getLogger(__name__)
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
 
 
+class StudyMismatchError(ValueError):
+    """The study stored under this name optimises in the other direction."""
+
+
+def open_study(name: str, storage: str | None, direction: str, seed: int = 0) -> optuna.Study:
+    """The study `name` in `storage`, created if new. Optuna loads a stored study whatever `direction` says, so a
+    study stored as "minimize" would be continued as one, its best trial the worst: refused instead."""
+    study = optuna.create_study(study_name=name, storage=storage, direction=direction,
+                                sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+    stored = study.direction.name.lower()
+    if stored != direction:
+        raise StudyMismatchError(f"hydra.sweeper.direction: {direction!r}, but the study {name!r} in {storage} was "
+                                 f"created to {stored}; use another hydra.sweeper.study_name or storage")
+    return study
+
+
 def distribution(key: str, sweep) -> optuna.distributions.BaseDistribution:
     log_scale = "log" in sweep.tags
     if isinstance(sweep, IntervalSweep):
@@ -74,8 +90,7 @@ class MofOptunaSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        study = optuna.create_study(study_name=self.study_name, storage=self.storage, direction=self.direction,
-                                    sampler=optuna.samplers.TPESampler(seed=self.seed), load_if_exists=True)
+        study = open_study(self.study_name, self.storage, self.direction, self.seed)
         done = sum(t.state in FINISHED for t in study.trials)
         log.info("study %r in %s: %d of %d trials finished", self.study_name, self.storage, done, self.n_trials)
         while done < self.n_trials:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from ..build import ConfigError
+from ..errors import ConfigError
 from ..errors import MofError, exit_with, refuse_finished
 from .benchmarks import get_benchmark
 from .run import evaluate_benchmark, rescore

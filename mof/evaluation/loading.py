@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from ..build.checkpoint import rebuild_from_checkpoint
-from ..build.checkpoint_io import CheckpointError
+from ..checkpoints.files import CheckpointError
+from ..checkpoints.rebuild import rebuild_from_checkpoint
 from ..data.images import PROCESSOR_FILE, MofImageProcessor
 from ..data.tokenizer import load_tokenizer
 from ..model import MofForConditionalGeneration

@@ -11,7 +11,6 @@ from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTr
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .configuration_mof import MofConfig
-from .legacy_keys import register_legacy_layout
 from .llava_interop import from_llava
 from .loss import causal_lm_loss
 from .vision_encoders import VisionEncoder
@@ -212,8 +211,6 @@ class MofForConditionalGeneration(MofPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache,
                                       hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
-
-register_legacy_layout(MofConfig.model_type)
 
 
 def _is_prefill(kwargs) -> bool:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from ..evaluation.benchmarks import BENCHMARKS
 
-from ..build import ConfigError
-from ..build.stages import STAGES
+from ..errors import ConfigError
+from ..model.stages import STAGES
 from ..data.conversation import TEMPLATES
 from ..model import FUSIONS
 from ..model.weights import require_available

@@ -14,7 +14,7 @@ import os
 
 from lightning.pytorch.strategies import DeepSpeedStrategy
 
-from ..build.checkpoint_io import restricted_loads
+from ..checkpoints.files import restricted_loads
 
 
 class MofDeepSpeedStrategy(DeepSpeedStrategy):

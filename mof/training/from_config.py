@@ -8,8 +8,11 @@ from dataclasses import asdict
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from ..build import ConfigError, StagePlan, build_model
+from ..checkpoints.rebuild import load_adapters
+from ..errors import ConfigError
 from ..model import MofConfig
+from ..model.factory import build_model
+from ..model.stages import StagePlan, apply_stage
 
 
 def model_config_from(cfg) -> MofConfig:
@@ -26,14 +29,17 @@ def stage_plan(cfg) -> StagePlan:
 
 
 def build_model_from_cfg(cfg, model_config: MofConfig | None = None):
+    """Built, pretrained weights loaded, a previous run's adapters copied in (`model.projector_from`), staged."""
     m = cfg.model
-    return build_model(model_config or model_config_from(cfg), stage_plan(cfg), seed=cfg.seed,
-                       load_pretrained=bool(m.get("load_pretrained")), dtype=m.get("dtype"),
-                       projector_from=m.get("projector_from"), gradient_checkpointing=bool(m.get("gradient_checkpointing")))
+    model = build_model(model_config or model_config_from(cfg), seed=cfg.seed, load_pretrained=bool(m.get("load_pretrained")),
+                        dtype=m.get("dtype"), gradient_checkpointing=bool(m.get("gradient_checkpointing")))
+    if m.get("projector_from"):
+        load_adapters(model, m.projector_from)
+    return apply_stage(model, stage_plan(cfg))
 
 
 def run_info(cfg, model_config: MofConfig, image_processor) -> dict:
-    """Stored in every checkpoint: what `mof.build.checkpoint` rebuilds the model from (plain values only),
+    """Stored in every checkpoint: what `mof.checkpoints.rebuild` rebuilds the model from (plain values only),
     and the whole resolved run configuration for people to read."""
     job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     resolved = OmegaConf.to_container(job_cfg, resolve=True)

@@ -9,8 +9,8 @@ import lightning.pytorch as pl
 import torch
 
 from ..errors import MofError
-from ..model.legacy_keys import LIGHTNING_PREFIXES, migrate_legacy_keys
-from .checkpointing import restore_rng_states, rng_states, set_aside_unverified_last, trainable_state
+from ..checkpoints.files import set_aside_unverified_last
+from ..checkpoints.resume import restore_rng_states, rng_states, trainable_state
 from .optim import build_optimizer
 
 
@@ -147,8 +147,6 @@ class MofLitModule(pl.LightningModule):
         checkpoint["mof"] = self.run_info
 
     def on_load_checkpoint(self, checkpoint):
-        if "state_dict" in checkpoint:
-            checkpoint["state_dict"] = migrate_legacy_keys(checkpoint["state_dict"], LIGHTNING_PREFIXES)
         if "rng_states" in checkpoint:
             restore_rng_states(checkpoint["rng_states"])
         self.trained_batches = int(checkpoint.get("trained_batches", checkpoint.get("global_step", 0)))

@@ -13,16 +13,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ..build.export import save_export
-from ..build.stages import log_parameter_report
+from ..checkpoints.export import save_export
+from ..checkpoints.files import AtomicCheckpointIO
+from ..checkpoints.resume import resolve_resume
 from ..data import load_tokenizer
+from ..model.stages import log_parameter_report
 from ..evaluation.benchmarks import get_benchmark
 from ..evaluation.loading import load_for_evaluation
 from ..evaluation.run import evaluate_benchmark
-from ..errors import MofError, exit_with, refuse_finished
+from ..errors import ConfigError, MofError, exit_with, refuse_finished
 from .callbacks import GracefulStop, GradNormMonitor, SkippedSamples, StopAndSave, ThroughputMonitor, ZeroPartitionReport
-from .checkpointing import AtomicCheckpointIO, resolve_resume
-from ..build import ConfigError
 from .config_check import validate
 from .deepspeed_strategy import gathered_params
 from .from_config import build_model_from_cfg, model_config_from, run_info

@@ -1,4 +1,4 @@
-"""Reading checkpoint files, which may come from elsewhere, without running code from them.
+"""Checkpoint files: read without running code from them (they may come from elsewhere), written atomically.
 
 Files are read with `torch.load(weights_only=True)`. A DeepSpeed ZeRO checkpoint folder (any stage, any number
 of ranks) is consolidated into one fp32 state dict by DeepSpeed's own merge logic, with every `torch.load` it
@@ -8,14 +8,17 @@ makes routed through the same restricted reader and an explicit allowlist of Dee
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
 from pathlib import Path
 from unittest import mock
 
 import torch
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ..errors import MofError
-from ..model.legacy_keys import LIGHTNING_PREFIXES, migrate_legacy_keys
+from .layout import DEEPSPEED, LIGHTNING_PREFIXES, migrate_legacy_keys, strip_prefix
 
 _torch_load = torch.load  # the real one, also while DeepSpeed's loads are routed through this module
 
@@ -98,5 +101,44 @@ def consolidate_zero_checkpoint(checkpoint_dir: str | Path) -> dict:
         model_file = get_model_state_file(str(tag_dir), optim["optimizer_state_dict"]["zero_stage"])
         client = load_checkpoint_file(model_file, _deepspeed_data_types())
     checkpoint = {k: v for k, v in client.items() if k not in _DEEPSPEED_STATES}
-    checkpoint["state_dict"] = {k.removeprefix("_forward_module."): v for k, v in state_dict.items()}
+    checkpoint["state_dict"] = strip_prefix(state_dict, DEEPSPEED)
     return checkpoint
+
+
+PREVIOUS_LAST = "last-previous.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes `X.ckpt.tmp`, fsyncs, then renames onto `X.ckpt`: a kill during a save leaves the
+    previous checkpoint whole. The `last.ckpt` it replaces is kept as `last-previous.ckpt`: a state is known
+    good only once the next step computed a finite loss from it (see `set_aside_unverified_last`)."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        path = Path(path)
+        fs = get_filesystem(str(path))
+        fs.makedirs(str(path.parent), exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.name == "last.ckpt" and path.exists():
+            os.replace(path, path.with_name(PREVIOUS_LAST))
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        """The restricted reader (one-line `CheckpointError`), whatever Lightning asks for: a resumed file runs no code.
+        Older versions' weight names are migrated here, the one place a Lightning checkpoint is read."""
+        return load_training_checkpoint(path)
+
+
+def set_aside_unverified_last(folder: Path, step: int) -> Path | None:
+    """`last.ckpt` holds state `step`, whose loss came out non-finite: keep it as `nonfinite-step<N>.ckpt` and put
+    the previous (verified) one back as `last.ckpt`, so that `resume=auto` and the error message name a good state.
+    Returns the good checkpoint, if there is one."""
+    last, previous = folder / "last.ckpt", folder / PREVIOUS_LAST
+    if last.is_file():
+        os.replace(last, folder / f"nonfinite-step{step}.ckpt")
+        if previous.is_file():
+            os.replace(previous, last)
+    return last if last.exists() else None

@@ -1,6 +1,6 @@
 """Export a model as a `save_pretrained` folder that `from_pretrained` and `evaluate.py` load.
 
-    python -m mof.build.export CHECKPOINT [--out DIR] [--overwrite]
+    python -m mof.checkpoints.export CHECKPOINT [--out DIR] [--overwrite]
 
 CHECKPOINT is a Lightning `.ckpt` (a file, or a DeepSpeed checkpoint folder) or a run directory (its
 `checkpoints/last.ckpt`). Written: `model.safetensors` + `config.json`, the tokenizer,
@@ -22,8 +22,8 @@ from ..data.images import MofImageProcessor
 from ..console import setup_console
 from ..errors import MofError, exit_with
 from ..data.tokenizer import load_tokenizer
-from .checkpoint import rebuild_from_checkpoint
-from .stages import unwrap
+from ..model.stages import unwrap
+from .rebuild import rebuild_from_checkpoint
 
 
 class ExportExistsError(MofError, FileExistsError):

@@ -1,4 +1,7 @@
-"""What each training stage trains: freezing, LoRA, and a report of parameter counts per part."""
+"""What each training stage trains: freezing, LoRA, and a report of parameter counts per part.
+
+A training notion, kept beside the model because evaluation and export rebuild a checkpoint's model in its stage
+(LoRA wrapping gives its weights their names), and they may not import training."""
 
 from __future__ import annotations
 

@@ -1,58 +1,17 @@
-"""Atomic checkpoint files, and resume-checkpoint contents (trainable weights, RNG states)."""
+"""Resume: which checkpoint `resume=` means, the random states a checkpoint carries, and which weights it keeps."""
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ..build.checkpoint_io import CheckpointError, load_checkpoint_file
+from .files import CheckpointError, load_checkpoint_file
 
 log = logging.getLogger(__name__)
-
-
-PREVIOUS_LAST = "last-previous.ckpt"
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes `X.ckpt.tmp`, fsyncs, then renames onto `X.ckpt`: a kill during a save leaves the
-    previous checkpoint whole. The `last.ckpt` it replaces is kept as `last-previous.ckpt`: a state is known
-    good only once the next step computed a finite loss from it (see `set_aside_unverified_last`)."""
-
-    def save_checkpoint(self, checkpoint, path, storage_options=None):
-        path = Path(path)
-        fs = get_filesystem(str(path))
-        fs.makedirs(str(path.parent), exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.name == "last.ckpt" and path.exists():
-            os.replace(path, path.with_name(PREVIOUS_LAST))
-        os.replace(tmp, path)
-
-    def load_checkpoint(self, path, map_location=None, weights_only=None):
-        """The restricted reader (one-line `CheckpointError`), whatever Lightning asks for: a resumed file runs no code."""
-        return load_checkpoint_file(path)
-
-
-def set_aside_unverified_last(folder: Path, step: int) -> Path | None:
-    """`last.ckpt` holds state `step`, whose loss came out non-finite: keep it as `nonfinite-step<N>.ckpt` and put
-    the previous (verified) one back as `last.ckpt`, so that `resume=auto` and the error message name a good state.
-    Returns the good checkpoint, if there is one."""
-    last, previous = folder / "last.ckpt", folder / PREVIOUS_LAST
-    if last.is_file():
-        os.replace(last, folder / f"nonfinite-step{step}.ckpt")
-        if previous.is_file():
-            os.replace(previous, last)
-    return last if last.exists() else None
 
 
 def trainable_state(module: torch.nn.Module, state_dict: dict, prefix: str = "") -> dict:
