@@ -10,7 +10,9 @@ from PIL import Image
 from helpers import compose_cfg
 from mof.errors import ConfigError
 from mof.evaluation.benchmarks import BENCHMARKS, get_benchmark
-from mof.evaluation.benchmarks.mmvp import MMVP, PATTERNS, BenchmarkFormatError
+from mof.data.patterns import PATTERNS
+from mof.evaluation.benchmarks.base import BenchmarkFormatError
+from mof.evaluation.benchmarks.mmvp import MMVP
 from mof.evaluation.benchmarks.pope import POPE, pope_answer
 from mof.evaluation.report import markdown
 from mof.evaluation.run import rescore

@@ -241,3 +241,15 @@ def test_sweeper_refuses_a_study_stored_in_the_other_direction(tmp_path):
     with pytest.raises(StudyMismatchError, match=r"^hydra.sweeper.direction: 'maximize', but the study 's'"):
         open_study("s", storage, "maximize")
     assert open_study("new", storage, "maximize").direction == optuna.study.StudyDirection.MAXIMIZE
+
+
+def test_correlation_needs_three_common_patterns(tmp_path):
+    """Over two patterns r is always +-1: reported as n/a, never as a number."""
+    from mof.evaluation.analyses import correlate
+
+    clip = _results(tmp_path / "clip", {"Orientation": 10.0, "Color": 90.0, "Texts": 40.0})
+    mllm = _results(tmp_path / "mllm", {"Orientation": 20.0, "Color": 30.0})
+    row = correlate([clip], [mllm], tmp_path / "r")["pairs"][0]
+    assert row["pearson_r"] is None and row["patterns"] == 2
+    assert "n/a (2 common patterns; r needs 3)" in (tmp_path / "r" / "correlation.md").read_text()
+    assert json.loads((tmp_path / "r" / "correlation.json").read_text())[0]["pearson_r"] is None

@@ -8,7 +8,8 @@ from PIL import Image
 from helpers import compose_cfg, run_script
 from mof import MofForConditionalGeneration, tiny_config
 from mof.data import MofImageProcessor, load_tokenizer
-from mof.evaluation.benchmarks.mmvp import MMVP, BenchmarkFormatError, load_mmvp
+from mof.evaluation.benchmarks.base import BenchmarkFormatError
+from mof.evaluation.benchmarks.mmvp import MMVP, load_mmvp
 from mof.evaluation.benchmarks.mmvp_vlm import evaluate_vlm
 from mof.evaluation.report import main as report_main
 from mof.evaluation.report import pearson

@@ -255,7 +255,7 @@ def test_plain_is_token_exact_with_llava(llama_tokenizer, k):
 
 
 def test_evaluation_prompt_equals_llavas_generation_prompt(llama_tokenizer):
-    from mof.evaluation.prompts import format_mcq_prompt
+    from mof.data.prompts import format_mcq_prompt
 
     question = format_mcq_prompt("Is the person standing or sitting?", "(a) Standing (b) Sitting")
     prompt = f"{SYSTEM} USER: <image>\n{question} ASSISTANT:"  # conv_vicuna_v1.get_prompt() with an open answer

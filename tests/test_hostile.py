@@ -26,7 +26,8 @@ from mof.checkpoints.export import ExportExistsError, export_checkpoint
 from mof.data import DataCheckError, MofImageProcessor, get_template, load_tokenizer
 from mof.data.dataset import ConversationDataset
 from mof.data.records import DataFormatError, Source, read_records
-from mof.evaluation.benchmarks.mmvp import BenchmarkFormatError, load_mmvp
+from mof.evaluation.benchmarks.base import BenchmarkFormatError
+from mof.evaluation.benchmarks.mmvp import load_mmvp
 from mof.checkpoints.resume import resolve_resume
 from mof.training.data_check import scan
 from mof.training.module import NonFiniteLossError

@@ -39,7 +39,7 @@ generation_kwargs:
 
 UTILS = '''from PIL import Image
 
-from mof.evaluation.prompts import MCQ_SUFFIX, format_mcq_prompt
+from mof.data.prompts import MCQ_INSTRUCTION, format_mcq_prompt
 from mof.evaluation.scoring import parse_response
 
 
@@ -48,7 +48,7 @@ def doc_to_visual(doc):
 
 
 def doc_to_text(doc, lmms_eval_specific_kwargs=None):
-    return format_mcq_prompt(doc["question"], doc["options"], MCQ_SUFFIX)
+    return format_mcq_prompt(doc["question"], doc["options"], MCQ_INSTRUCTION)
 
 
 def process_results(doc, results):

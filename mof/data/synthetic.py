@@ -21,6 +21,7 @@ from typing import Callable
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .prompts import format_mcq_prompt
 from .records import Source
 
 COLORS = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (40, 170, 60), "yellow": (235, 200, 30),
@@ -28,7 +29,6 @@ COLORS = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (40, 170, 60), "
 SHAPES = ("circle", "square", "triangle")
 CAPTION_PROMPT = "Describe the image briefly."  # `plain` (stage 1) drops it; stage 2 tells captions from questions by it
 # The questions' instruction: LLaVA-1.5's multiple-choice prompt, which evaluation appends too (a test keeps them equal).
-ANSWER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 BENCHMARK_SEED_OFFSET = 1_000_003  # the held-out benchmark's seed stream never shares a scene with training
 PRETRAIN_SEED_OFFSET = 2_000_003  # nor do the encoders' pre-training images (mof.pretraining)
 MINING_SEED_OFFSET = 3_000_003  # nor the miniature's pool of images to mine (mof.study)
@@ -297,7 +297,7 @@ def write_training_set(out: Path, pairs_per_pattern: int, seed: int, size: int, 
 
 
 def question_text(question: str, options: str) -> str:
-    return f"{question}\n{options}\n{ANSWER_INSTRUCTION}"
+    return format_mcq_prompt(question, options)
 
 
 def write_once(out: str | Path, spec: dict, write: Callable[[Path], dict]) -> Path:

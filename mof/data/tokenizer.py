@@ -14,7 +14,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from ..model.weights import require_available
 from .conversation import VICUNA_SYSTEM
-from .synthetic import ANSWER_INSTRUCTION, corpus
+from .prompts import MCQ_INSTRUCTION
+from .synthetic import corpus
 
 TINY_TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-tokenizer"
 TINY_SPECIALS = ["<unk>", "<s>", "</s>", "<image>", "<pad>"]  # ids 0..4; <image> = 3 (tiny preset's image_token_id)
@@ -28,7 +29,7 @@ TINY_CHAT_TEMPLATE = (
 
 
 def build_tiny_tokenizer(out: Path = TINY_TOKENIZER_DIR, vocab_size: int = 1024):
-    texts = corpus() + [VICUNA_SYSTEM, ANSWER_INSTRUCTION, "USER: ASSISTANT:", "The answer is"] * 20
+    texts = corpus() + [VICUNA_SYSTEM, MCQ_INSTRUCTION, "USER: ASSISTANT:", "The answer is"] * 20
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

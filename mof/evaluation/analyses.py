@@ -10,8 +10,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from .benchmarks.mmvp import PATTERNS, canonical_pattern
-from .report import _label, pearson
+from ..data.patterns import PATTERNS
+from .report import MIN_PATTERNS, _label, pattern_correlation, pattern_scores
 
 
 def read_results(folder: str | Path) -> dict:
@@ -23,14 +23,6 @@ def read_results(folder: str | Path) -> dict:
     return results
 
 
-def patterns_of(results: dict) -> dict[str, float]:
-    """Per-pattern pair accuracy under MMVP-VLM's names (MMVP-VLM's own results name folders, with a category)."""
-    out = {}
-    for key, stats in (results.get("per_pattern") or {}).items():
-        out[canonical_pattern(stats.get("category") or key)] = float(stats["pair_accuracy"])
-    return out
-
-
 def correlate(clip_dirs: list, mllm_dirs: list, out: str | Path) -> dict:
     """Pearson r of per-pattern scores for every (CLIP-like model, MLLM) pair; `correlation.{md,json,png}`."""
     clips = [read_results(d) for d in clip_dirs]
@@ -38,20 +30,22 @@ def correlate(clip_dirs: list, mllm_dirs: list, out: str | Path) -> dict:
     rows = []
     for c in clips:
         for m in mllms:
-            pc, pm = patterns_of(c), patterns_of(m)
-            common = [p for p in PATTERNS if p in pc and p in pm] or sorted(set(pc) & set(pm))
-            r = pearson([pc[p] for p in common], [pm[p] for p in common])
-            rows.append({"clip": _label(c), "mllm": _label(m), "pearson_r": r, "patterns": len(common)})
+            r, n = pattern_correlation(pattern_scores(c), pattern_scores(m))
+            rows.append({"clip": _label(c), "mllm": _label(m), "pearson_r": r, "patterns": n})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lines = ["| CLIP-like model | MLLM | Pearson r | patterns |", "|---|---|---|---|"]
-    lines += [f"| {r['clip']} | {r['mllm']} | {r['pearson_r']:.3f} | {r['patterns']} |" for r in rows]
+    lines += [f"| {r['clip']} | {r['mllm']} | {_r(r['pearson_r'], r['patterns'])} | {r['patterns']} |" for r in rows]
     text = "\n".join(lines) + "\n"
     (out / "correlation.md").write_text(text)
     (out / "correlation.json").write_text(json.dumps(rows, indent=1))
-    _line_plot([(_label(r), patterns_of(r), "--" if r in clips else "-") for r in clips + mllms], out / "correlation.png")
+    _line_plot([(_label(r), pattern_scores(r), "--" if r in clips else "-") for r in clips + mllms], out / "correlation.png")
     print(text)
     return {"pairs": rows}
+
+
+def _r(r: float | None, patterns: int) -> str:
+    return f"{r:.3f}" if r is not None else f"n/a ({patterns} common patterns; r needs {MIN_PATTERNS})"
 
 
 def _line_plot(series, path: Path) -> None:

@@ -11,6 +11,10 @@ import json
 import math
 from pathlib import Path
 
+from ..data.patterns import PATTERNS, canonical_pattern
+
+MIN_PATTERNS = 3  # a correlation over two patterns is always +-1: none is reported below three
+
 
 def _label(results: dict) -> str:
     return results.get("name") or Path(str(results.get("checkpoint") or results.get("rescored_from") or "?")).name
@@ -28,7 +32,24 @@ def pearson(x: list[float], y: list[float]) -> float:
 
 
 def pattern_scores(results: dict) -> dict[str, float]:
-    return {k: v["pair_accuracy"] if isinstance(v, dict) else float(v) for k, v in (results.get("per_pattern") or {}).items()}
+    """Per-pattern pair accuracy under the patterns' canonical names (`mof.data.patterns`), whatever a results file
+    calls them (MMVP-VLM's own results name image folders, with the category beside): the one reader, so that
+    every table, plot and correlation pairs the same patterns."""
+    out = {}
+    for key, stats in (results.get("per_pattern") or {}).items():
+        name = canonical_pattern((stats.get("category") if isinstance(stats, dict) else None) or key)
+        out[name] = float(stats["pair_accuracy"] if isinstance(stats, dict) else stats)
+    return out
+
+
+def pattern_correlation(a: dict[str, float], b: dict[str, float]) -> tuple[float | None, int]:
+    """Pearson r of two systems' per-pattern scores over the patterns both have, paired by name (None under
+    `MIN_PATTERNS` common patterns), and how many there are."""
+    common = [p for p in PATTERNS if p in a and p in b] + sorted(set(a) & set(b) - set(PATTERNS))
+    if len(common) < MIN_PATTERNS:
+        return None, len(common)
+    r = pearson([a[p] for p in common], [b[p] for p in common])
+    return (None if math.isnan(r) else r), len(common)
 
 
 def metric_names(results: dict) -> list[str]:
@@ -51,11 +72,9 @@ def markdown(all_results: list[dict]) -> str:
     text = "\n".join(lines) + "\n"
     if len(all_results) >= 2:
         a, b = all_results[0], all_results[1]
-        pa, pb = pattern_scores(a), pattern_scores(b)
-        common = sorted(set(pa) & set(pb))
-        if len(common) >= 2:
-            r = pearson([pa[p] for p in common], [pb[p] for p in common])
-            text += f"\nPearson correlation of per-pattern scores, {_label(a)} vs {_label(b)}: {r:.3f} ({len(common)} patterns)\n"
+        r, n = pattern_correlation(pattern_scores(a), pattern_scores(b))
+        if r is not None:
+            text += f"\nPearson correlation of per-pattern scores, {_label(a)} vs {_label(b)}: {r:.3f} ({n} patterns)\n"
     return text
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from .benchmarks.base import Benchmark
-from .benchmarks.mmvp import BenchmarkFormatError, json_lines
+from .benchmarks.base import BenchmarkFormatError, json_lines
 from .generation import answer
 from .loading import Loaded, load_for_evaluation
 from .report import print_summary, write_report

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..evaluation.benchmarks.mmvp import PATTERNS
+from ..data.patterns import PATTERNS
 
 
 def _pyplot():

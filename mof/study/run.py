@@ -5,7 +5,6 @@ killed study continues where it stopped (a killed training run resumes from its 
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -15,9 +14,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ..errors import MofError
-from ..evaluation.analyses import patterns_of, read_results
-from ..evaluation.benchmarks.mmvp import PATTERNS
-from ..evaluation.report import pearson
+from ..evaluation.analyses import read_results
+from ..evaluation.report import pattern_scores
+from ..data.patterns import PATTERNS
+from ..evaluation.report import pattern_correlation
 from ..model.presets import TINY_ENCODERS
 from .mining import scene_cosines, score_pairs, write_mined_benchmark, write_pool
 from .plots import plot_correlation, plot_fusions, plot_tradeoff
@@ -68,7 +68,7 @@ def reproduce(cfg) -> dict:
     # 1. The tiny CLIP on MMVP-VLM: which patterns is it blind to?
     study.run("clip_vlm", ["evaluate.py", "benchmark=synthetic_vlm", f"checkpoint={TINY_ENCODERS['clip']}",
                            f"hydra.run.dir={out / 'clip_vlm'}", pairs_pp], out / "clip_vlm" / "results.json")
-    clip = patterns_of(read_results(out / "clip_vlm"))
+    clip = pattern_scores(read_results(out / "clip_vlm"))
 
     # 2. Mining a fresh pool with the tiny CLIP and DINO; scored against the pool's attribute side file.
     m = c.mining
@@ -126,22 +126,21 @@ def analyse(c, clip: dict, mining: dict, info: dict, runs: dict, seconds: float)
     for fusion, dirs in runs.items():
         mined = [read_results(d / "eval_mmvp") for d in dirs]
         synthetic = [read_results(d / "eval_synthetic") for d in dirs]
-        per_seed = [patterns_of(s) for s in synthetic]
+        per_seed = [pattern_scores(s) for s in synthetic]
         instruction = [statistics.fmean(p[q] for q in seen) for p in per_seed] if seen else []
         mllm[fusion] = {
             "benchmark": {**_mean_std([r["pair_accuracy"] for r in mined]),
-                          "per_pattern": _mean_patterns([patterns_of(r) for r in mined])},
+                          "per_pattern": _mean_patterns([pattern_scores(r) for r in mined])},
             "synthetic": {**_mean_std([r["pair_accuracy"] for r in synthetic]), "per_pattern": _mean_patterns(per_seed)},
             "instruction": _mean_std(instruction) if instruction else None,
         }
     out = Path(c.paths.output_dir)
     baseline = mllm.get(c.baseline, {}).get("synthetic", {}).get("per_pattern", {})
-    common = [p for p in PATTERNS if p in clip and p in baseline]
-    r = pearson([clip[p] for p in common], [baseline[p]["mean"] for p in common]) if len(common) >= 3 else math.nan
+    r, common = pattern_correlation(clip, {p: v["mean"] for p, v in baseline.items()})
     summary = {
         "clip_vlm": {"per_pattern": clip, "average": statistics.fmean(clip.values()), "blind": blind, "seen": seen},
         "mining": mining, "benchmark": info, "mllm": mllm,
-        "correlation": {"pearson_r": None if math.isnan(r) else r, "patterns": len(common),
+        "correlation": {"pearson_r": r, "patterns": common,
                         "between": f"tiny CLIP on synthetic_vlm vs '{c.baseline}' MLLM on the synthetic benchmark"},
         "seeds": list(c.seeds), "minutes": seconds / 60,  # this invocation (cached steps cost nothing)
         "step_minutes": json.loads(timing.read_text()) if (timing := out / "timing.json").exists() else {},

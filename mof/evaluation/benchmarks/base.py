@@ -3,11 +3,14 @@ predictions score, and which of the scores is the primary metric. Benchmarks are
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 from PIL import Image
+
+from ...errors import MofError
 
 
 @dataclass
@@ -49,3 +52,29 @@ class Benchmark:
     def describe(self) -> dict:
         """What the results should record of this run's settings."""
         return {}
+
+
+class BenchmarkFormatError(MofError, ValueError):
+    pass
+
+
+def json_lines(path: Path, what: str):
+    """`(line number, value)` of each non-empty line of a JSON-lines file; bad JSON names its line."""
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BenchmarkFormatError(f"{path}:{lineno}: not valid JSON ({e.msg}); expected one {what} per line") from None
+
+
+def find_layout(root: str | Path, name: str, image_dirs: tuple, layout: str) -> tuple[Path, Path]:
+    """`(Questions.csv, image folder)` of a benchmark folder, or an error showing the expected layout."""
+    root = Path(root)
+    csv_path = root / "Questions.csv"
+    if not csv_path.is_file():
+        raise BenchmarkFormatError(f"{name}: no Questions.csv in {root}\n{layout}")
+    image_dir = next((root / d for d in image_dirs if (root / d).is_dir()), None)
+    if image_dir is None:
+        raise BenchmarkFormatError(f"{name}: no '{image_dirs[0]}' folder in {root}\n{layout}")
+    return csv_path, image_dir

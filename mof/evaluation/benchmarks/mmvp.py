@@ -5,14 +5,13 @@
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...errors import MofError
-from ..prompts import format_mcq_prompt, instruction
+from ...data.patterns import PATTERNS, canonical_pattern
+from ...data.prompts import format_mcq_prompt, instruction
 from ..scoring import parse_response, score
-from .base import Benchmark, Item
+from .base import Benchmark, BenchmarkFormatError, Item, find_layout
 
 REQUIRED_COLUMNS = ("Index", "Question", "Options", "Correct Answer")
 IMAGE_DIRS = ("MMVP Images", "images")
@@ -28,20 +27,6 @@ CORRECTION_SETS = {
     "lmms_eval": (((99, 100), (279, 280)),
                   "lmms-eval's corrected MMVP copy: labels of 99<->100 and 279<->280 swapped (tsb0601/MMVP issues 14, 30)"),
 }
-
-
-class BenchmarkFormatError(MofError, ValueError):
-    pass
-
-
-def json_lines(path: Path, what: str):
-    """`(line number, value)` of each non-empty line of a JSON-lines file; bad JSON names its line."""
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BenchmarkFormatError(f"{path}:{lineno}: not valid JSON ({e.msg}); expected one {what} per line") from None
 
 
 def write_mmvp(out: str | Path, rows: list[dict], images: list) -> dict:
@@ -68,18 +53,6 @@ class Question:
     answer: str
     image: Path
     pattern: str | None = None
-
-
-def find_layout(root: str | Path, name: str, image_dirs: tuple, layout: str) -> tuple[Path, Path]:
-    """`(Questions.csv, image folder)` of a benchmark folder, or an error showing the expected layout."""
-    root = Path(root)
-    csv_path = root / "Questions.csv"
-    if not csv_path.is_file():
-        raise BenchmarkFormatError(f"{name}: no Questions.csv in {root}\n{layout}")
-    image_dir = next((root / d for d in image_dirs if (root / d).is_dir()), None)
-    if image_dir is None:
-        raise BenchmarkFormatError(f"{name}: no '{image_dirs[0]}' folder in {root}\n{layout}")
-    return csv_path, image_dir
 
 
 def read_rows(csv_path: Path) -> list[dict]:
@@ -140,21 +113,6 @@ def load_mmvp(root: str | Path, corrections: str | None = None) -> tuple[list[Qu
     questions = [Question(index, row["Question"], row["Options"], answers[index], image_dir / f"{index}.jpg",
                           row.get("Pattern") or None) for index, row in zip(indices, rows)]
     return questions, applied
-
-
-# The nine visual patterns, named as MMVP-VLM names them, and the other names they go by (the paper's figures,
-# the synthetic benchmark): per-pattern scores of MMVP and MMVP-VLM line up under these names.
-PATTERNS = ("Orientation and Direction", "Presence of Specific Features", "State and Condition", "Quantity and Count",
-            "Positional and Relational Context", "Color and Appearance", "Structural Characteristics", "Texts",
-            "Viewpoint and Perspective")
-_ALIASES = {"structural and physical characteristics": "Structural Characteristics", "text": "Texts",
-            "colour and appearance": "Color and Appearance"}
-
-
-def canonical_pattern(name: str) -> str:
-    """One of `PATTERNS` for any of its names (any case); other names are kept as they are (own benchmarks)."""
-    key = name.strip().lower()
-    return next((p for p in PATTERNS if p.lower() == key), _ALIASES.get(key, name.strip()))
 
 
 def read_pattern_map(path: str | Path) -> dict[int, str]:

@@ -18,13 +18,11 @@ import torch
 
 from ...data.images import ImageError, load_image
 from ...model.weights import require_available
-from .base import Benchmark
-from .mmvp import PATTERNS, BenchmarkFormatError, canonical_pattern, find_layout
+from .base import Benchmark, BenchmarkFormatError, find_layout
+from ...data.patterns import PATTERNS, canonical_pattern
 from ..report import print_summary, write_report
 
 IMAGE_DIRS = ("MMVP_VLM_Images", "MLLM_VLM Images")
-# The original script's names of the nine patterns, in file order (15 pairs each).
-CATEGORIES = PATTERNS
 LAYOUT = ("expected:\n  DIR/Questions.csv   (columns: question id, type, statement)\n"
           "  DIR/MMVP_VLM_Images/<type>/<id>.jpg\n"
           "MMVP-VLM is published on the Hugging Face hub as the dataset MMVP/MMVP_VLM.")
@@ -96,11 +94,11 @@ def evaluate_vlm(checkpoint: str, root, out_dir, batch_size: int = 32, device="c
         predictions.append({"ids": [q1["id"], q2["id"]], "type": q1["type"], "similarity": sim.tolist(),
                             "picks": picks, "correct": correct, "error": None})
     # types that name a category map by name; the published file's own type names, by the original script's order
-    by_name = all(canonical_pattern(folder) in CATEGORIES for folder in per_pattern)
+    by_name = all(canonical_pattern(folder) in PATTERNS for folder in per_pattern)
     for k, (folder, stats) in enumerate(per_pattern.items()):
         stats["pair_accuracy"] = 100.0 * stats["correct_pairs"] / max(1, stats["pairs"])
         stats["category"] = (canonical_pattern(folder) if by_name else
-                             CATEGORIES[k] if len(per_pattern) == len(CATEGORIES) else folder)
+                             PATTERNS[k] if len(per_pattern) == len(PATTERNS) else folder)
     scores = [v["pair_accuracy"] for v in per_pattern.values()]
     pairs = sum(v["pairs"] for v in per_pattern.values())
     correct = sum(v["correct_pairs"] for v in per_pattern.values())

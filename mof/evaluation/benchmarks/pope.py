@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Benchmark, Item
-from .mmvp import BenchmarkFormatError, json_lines
+from ...data.prompts import instruction, with_instruction
+from .base import Benchmark, BenchmarkFormatError, Item, json_lines
 
 SPLITS = ("random", "popular", "adversarial")
-SHORT_ANSWER = "Answer the question using a single word or phrase."  # LLaVA-1.5's POPE prompt
 LAYOUT = ("expected: ROOT/coco_pope_{random,popular,adversarial}.json (JSON lines with question_id, image, text, "
           "label) from RUCAIBox/POPE (output/coco/), and IMAGE_ROOT holding COCO val2014's images")
 
@@ -73,14 +72,14 @@ class POPE(Benchmark):
     def items(self) -> list[Item]:
         root, image_root = Path(self.section["root"]), Path(self.section.get("image_root") or self.section["root"])
         prompt = self.section.get("prompt", "llava15")
-        suffix = {"llava15": SHORT_ANSWER, "bare": None}.get(prompt, prompt)
+        suffix = instruction(prompt, "short_answer")
         items = []
         for split in self.splits():
             path = root / f"coco_pope_{split}.json"
             if not path.is_file():
                 raise BenchmarkFormatError(f"POPE: no {path.name} in {root}\n{LAYOUT}")
             for q in read_split(path):
-                items.append(Item(len(items) + 1, image_root / q["image"], q["text"] + (f"\n{suffix}" if suffix else ""),
+                items.append(Item(len(items) + 1, image_root / q["image"], with_instruction(q["text"], suffix),
                                   {"index": len(items) + 1, "split": split, "question_id": q.get("question_id"),
                                    "image": q["image"], "question": q["text"], "label": q["label"]}))
         return items

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ...data.synthetic import (BENCHMARK_SEED_OFFSET, PROPERTIES, caption, generation_spec, make_images,
                                write_once)
-from .mmvp import canonical_pattern
+from ...data.patterns import canonical_pattern
 from .mmvp_vlm import IMAGE_DIRS, MMVPVLM, evaluate_vlm
 
 DEFAULTS = {"pairs_per_pattern": 20, "seed": 0, "size": 64}
