@@ -5,6 +5,7 @@ points print its one-line message and exit with status 2; anything else is a bug
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import shutil
@@ -22,6 +23,14 @@ class ConfigError(MofError, ValueError):
 
 class FinishedRunError(MofError):
     """An output folder already holds a finished run, and nothing said to continue or replace it."""
+
+
+def unknown(key: str, what: str, name, known) -> str:
+    """The message for a name no registry holds: the known names, and the nearest one when there is one."""
+    known = list(known)
+    near = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return f"{key}: unknown {what} {name!r}{hint}; known: {', '.join(known)}"
 
 
 def exit_with(error: MofError, status: int = 2):

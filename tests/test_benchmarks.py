@@ -120,6 +120,8 @@ def test_registry_lists_the_known_benchmarks(tmp_path):
         assert cls.primary_metric == cls.metric_names[0] and get_benchmark(name) is cls
     with pytest.raises(ValueError, match="unknown benchmark 'gqa'; known: mmvp, synthetic, mmvp_vlm, pope, synthetic_pope, synthetic_vlm"):
         get_benchmark("gqa")
+    with pytest.raises(ValueError, match=r"unknown benchmark 'mmvpp' \(did you mean 'mmvp'\?\); known: "):
+        get_benchmark("mmvpp")
     cfg = compose_cfg("evaluate", tmp_path / "run", tmp_path, ["benchmark.name=gqa", "checkpoint=x"])
     from mof.evaluation.entry import evaluate
 

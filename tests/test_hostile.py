@@ -219,7 +219,8 @@ class Evil:
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, data_dir):
     run = tmp_path_factory.mktemp("trained")
-    train(train_cfg(run, data_dir, ["trainer.max_steps=3", "checkpoint.every_n_train_steps=1"]))
+    train(train_cfg(run, data_dir, ["trainer.max_steps=3", "checkpoint.every_n_train_steps=1",
+                                      "checkpoint.keep_every_n_train_steps=1"]))
     return run
 
 
@@ -408,7 +409,7 @@ def test_correct_nan_recovery_resumes_with_the_current_learning_rate(tmp_path, d
     # saved a step before are still finite, the path that sets an unverified checkpoint aside (with the frozen
     # pre-trained towers the weights blow up first, and the save itself refuses)
     base = ["checkpoint.every_n_train_steps=1", "trainer.max_steps=12", "export=false", "logger=csv",
-            "model.config.pretrained_encoders=false", "model.load_pretrained=false", "model.train_vision=true"]
+            "model.config.pretrained_encoders=false", "model.load_pretrained=false", "stage.train_vision=true"]
     with pytest.raises(NonFiniteLossError, match=r"Last checkpoint of a state with finite loss and weights: (\S+last.ckpt)") as info:
         train(train_cfg(tmp_path, data_dir, [*base, "stage.optimizer.lr=1e6"]))
     named = info.value.args[0].split("finite loss and weights: ")[1].split(". ")[0]

@@ -246,8 +246,10 @@ def test_bad_configs_raise_clear_errors(change, message):
 
 
 def test_unknown_encoder_lists_known_ones():
-    with pytest.raises(ValueError, match="known types: clip, dinov2, dinov2_reg, siglip"):
+    with pytest.raises(ValueError, match="unknown type 'eva'; known: clip, dinov2, dinov2_reg, siglip"):
         MofConfig(vision_encoders=[{"type": "eva", "config": {}}])
+    with pytest.raises(ValueError, match=r"unknown type 'dino_v2' \(did you mean 'dinov2'\?\)"):
+        MofConfig(vision_encoders=[{"type": "dino_v2", "config": {}}])
     with pytest.raises(ValueError, match="at least 2 vision_encoders"):
         MofConfig(vision_encoders=tiny_config().vision_encoders[:1], fusion="interleaved")
 

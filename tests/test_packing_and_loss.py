@@ -225,3 +225,40 @@ def test_training_with_packing_and_chunked_loss_starts_from_the_same_loss(tmp_pa
     padded, packed = _first_losses(tmp_path / "padded"), _first_losses(tmp_path / "packed")
     assert len(padded) == len(packed) == 2
     assert abs(padded[0] - packed[0]) <= 1e-5
+
+
+def test_packed_positions_with_a_mask_or_a_cache_are_refused():
+    torch.manual_seed(0)
+    config = tiny_config(fusion="interleaved", vocab_size=544)
+    model = MofForConditionalGeneration(config).eval()
+    items = samples(config)
+    packed = Collator(0, packing=True, pack_length=2 * config.num_visual_tokens + 60)(items)
+    assert packed["packed"] is True and "packed" not in Collator(0)(items)
+    args = dict(input_ids=packed["input_ids"], position_ids=packed["position_ids"], pixel_values=packed["pixel_values"])
+    with pytest.raises(ValueError, match="packed rows .* need attention_mask=None and no cache"):
+        model(**args, attention_mask=torch.ones_like(packed["input_ids"]), labels=packed["labels"])
+    with pytest.raises(ValueError, match="packed rows"):
+        model(**args, use_cache=True)
+    # left padding restarts the positions next to the padding only: a generation prompt, not a packed row
+    ids = torch.tensor([[0, 0, 5, 6, 7], [5, 6, 7, 8, 9]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    assert model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.shape == (2, 5, 544)
+
+
+def test_packed_loss_equals_padded_under_flex_attention():
+    """FlexAttention runs forward only on CPU (no backward there): the loss, packed against padded."""
+    torch.manual_seed(0)
+    config = tiny_config(fusion="interleaved", vocab_size=544)
+    config.text_config._attn_implementation = "flex_attention"
+    model = MofForConditionalGeneration(config).eval()
+    items = samples(config)
+    padded = Collator(0)(items)
+    packed = Collator(0, packing=True, pack_length=2 * config.num_visual_tokens + 60)(items)
+    with torch.no_grad():
+        loss_a = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"],
+                       pixel_values=padded["pixel_values"], labels=padded["labels"]).loss
+        loss_b = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"],
+                       pixel_values=packed["pixel_values"], labels=packed["labels"]).loss
+    assert packed["input_ids"].shape[0] < padded["input_ids"].shape[0]
+    assert abs(float(loss_a) - float(loss_b)) <= 1e-5

@@ -130,7 +130,8 @@ def test_exact_resume_matches_uninterrupted_run(tmp_path, data_dir):
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches(tmp_path, data_dir):
     args = ["train.py", *FAST, "evaluate_after=null", "export=false", f"paths.data_dir={data_dir}",
-            "checkpoint.every_n_train_steps=2", "trainer.max_steps=16", "trainer.deterministic=true"]
+            "checkpoint.every_n_train_steps=2", "checkpoint.keep_every_n_train_steps=2", "trainer.max_steps=16",
+            "trainer.deterministic=true"]
     ref = tmp_path / "ref"
     run_script([*args, f"hydra.run.dir={ref}"])
     killed = tmp_path / "killed"
@@ -188,6 +189,14 @@ def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path,
     assert last["global_step"] >= 1 and all(torch.isfinite(v).all() for v in last["state_dict"].values())
 
 
+def test_checkpoints_kept_are_last_and_every_nth_step(tmp_path, data_dir):
+    train(train_cfg(tmp_path, data_dir, ["checkpoint.every_n_train_steps=2", "checkpoint.keep_every_n_train_steps=3",
+                                         "trainer.max_steps=7", "export=false"]))
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["last-previous.ckpt", "last.ckpt", "step000003.ckpt", "step000006.ckpt"]
+    assert [ckpt_state(tmp_path, n)["global_step"] for n in names[1:]] == [7, 3, 6]  # the end of training saves last
+
+
 def test_export_cli_from_checkpoint_matches_training_export(tmp_path, data_dir):
     train(train_cfg(tmp_path, data_dir, ["trainer.max_steps=2"]))
     run_script(["-m", "mof.checkpoints.export", str(tmp_path / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "again")])
@@ -203,6 +212,8 @@ def test_export_cli_from_checkpoint_matches_training_export(tmp_path, data_dir):
     ("data.batch_size=0", "data.batch_size"),
     ("resume=/no/such.ckpt", "resume"),
     ("strategy.name=fsdp9", "strategy.name"),
+    ("checkpoint.every_n_train_steps=0", "checkpoint.every_n_train_steps"),
+    ("checkpoint.keep_every_n_train_steps=-2", "checkpoint.keep_every_n_train_steps"),
 ])
 def test_config_errors_name_the_key(tmp_path, data_dir, override, key):
     with pytest.raises(ConfigError, match=rf"^{key}: expected"):
@@ -301,16 +312,17 @@ def test_logged_learning_rate_follows_warmup_then_cosine(tmp_path, data_dir):
 def test_optuna_study_records_failed_trials_and_resumes_from_sqlite(tmp_path, data_dir):
     import optuna
 
-    args = ["train.py", "-m", "hparams_search=amof_alpha", "model.lr=choice(0.002,-1)", *FAST, "trainer.max_steps=2",
+    args = ["train.py", "-m", "hparams_search=amof_alpha", "stage.optimizer.lr=choice(0.002,-1)", *FAST, "trainer.max_steps=2",
             "export=false", f"paths.data_dir={data_dir}", f"hydra.sweep.dir={tmp_path}"]
     run_script([*args, "hydra.sweeper.n_trials=3"])
     study = optuna.load_study(study_name="train", storage=f"sqlite:///{tmp_path}/optuna.db")
     states = [t.state.name for t in study.trials]
     assert len(states) == 3 and "COMPLETE" in states and "FAIL" in states, states  # a failed job: a failed trial
     failed = next(t for t in study.trials if t.state.name == "FAIL")
-    assert failed.params["model.lr"] == -1 and (tmp_path / str(failed.number) / "error.txt").exists()
+    assert failed.params["stage.optimizer.lr"] == -1 and (tmp_path / str(failed.number) / "error.txt").exists()
     best = study.best_trial
-    assert best.params["model.lr"] == 0.002 and 0.0 <= best.params["mof.alpha"] <= 1.0
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE  # the metric is a score
+    assert best.params["stage.optimizer.lr"] == 0.002 and 0.0 <= best.params["mof.alpha"] <= 1.0
     assert best.value == json.loads((tmp_path / str(best.number) / "eval_synthetic" / "results.json").read_text())["pair_accuracy"]
     run_script([*args, "hydra.sweeper.n_trials=4"])  # the same study, one more trial
     study = optuna.load_study(study_name="train", storage=f"sqlite:///{tmp_path}/optuna.db")

@@ -53,8 +53,8 @@ class Collator:
                 start += n
             positions[r, start:] = torch.arange(length - start)  # the padding is a sequence of its own
         batch.update(input_ids=ids, labels=labels, num_tokens=int(mask.sum()))
-        if self.packing:
-            batch["position_ids"] = positions  # and no attention mask: transformers derives it from these
+        if self.packing:  # said in the batch; the model refuses a mask with packed positions (`modeling_mof`)
+            batch.update(packed=True, position_ids=positions)  # no attention mask: the restarts delimit the samples
         else:
             batch["attention_mask"] = mask
         # Images in the order of their placeholder spans, row by row.

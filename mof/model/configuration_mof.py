@@ -12,6 +12,7 @@ from .fusion import parse_fusion
 from .loss import LOSS_IMPLEMENTATIONS
 from .projectors import PROJECTORS
 from .vision_encoders import EncoderSpec
+from ..errors import unknown
 
 # Flat keys of configs saved before the fusion became a section, and their option names.
 _LEGACY_FUSION_KEYS = {"alpha": "alpha", "mix_weights": "mix_weights", "mix_after_projector": "after_projector",
@@ -93,7 +94,7 @@ class MofConfig(PreTrainedConfig):
     # ----------------------------------------------------------------- validation
     def validate(self) -> None:
         if self.projector_type not in PROJECTORS:
-            raise ValueError(f"MofConfig.projector_type: unknown projector {self.projector_type!r}; known: {', '.join(PROJECTORS)}")
+            raise ValueError(unknown("MofConfig.projector_type", "projector", self.projector_type, PROJECTORS))
         self.fusion_class.check(self.encoder_specs, self.fusion_options)
         if self.loss_implementation not in LOSS_IMPLEMENTATIONS:
             raise ValueError(f"MofConfig.loss_implementation: expected one of {', '.join(LOSS_IMPLEMENTATIONS)}, "

@@ -197,6 +197,7 @@ class MofForConditionalGeneration(MofPreTrainedModel, GenerationMixin):
         kwargs.pop("num_items_in_batch", None)
         if labels is not None:  # training: no cache, which also lets packed position_ids delimit the samples
             kwargs.setdefault("use_cache", False)
+        check_packing(attention_mask, position_ids, kwargs)
         outputs = self.model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
                              position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs)
         hidden = outputs.last_hidden_state
@@ -211,6 +212,23 @@ class MofForConditionalGeneration(MofPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache,
                                       hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
+
+
+def check_packing(attention_mask, position_ids, kwargs) -> None:
+    """Packed rows (several samples in a row, position ids restarting at each) are delimited by their position ids
+    alone: transformers builds the block-diagonal causal mask from them (SDPA, eager, flex) or the varlen
+    boundaries (flash attention), but only with no attention mask and no cache. Given either, samples would attend
+    across their boundaries without a word: refused."""
+    if position_ids is None or position_ids.dim() != 2 or position_ids.shape[1] < 2:
+        return
+    if attention_mask is None and not kwargs.get("use_cache") and kwargs.get("past_key_values") is None:
+        return  # packed or not, the positions decide
+    steps = position_ids[:, 1:] != position_ids[:, :-1] + 1
+    if attention_mask is not None and attention_mask.dim() == 2:  # a restart next to padding is not a sample boundary
+        steps &= attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()
+    if bool(steps.any()):
+        raise ValueError("packed rows (position_ids restart inside a row) need attention_mask=None and no cache: "
+                         "with either, the samples of a row would attend to each other")
 
 
 def _is_prefill(kwargs) -> bool:

@@ -2,6 +2,7 @@
 `fused_gelu_mlp` (Linear to 4x the input width, GELU, Linear, GELU, Linear). Adding one is an entry here."""
 
 from torch import nn
+from ..errors import unknown
 
 
 def _linear(i: int, o: int) -> nn.Module:
@@ -21,5 +22,5 @@ PROJECTORS = {"linear": _linear, "mlp2x_gelu": _mlp2x_gelu, "fused_gelu_mlp": _f
 
 def build_projector(kind: str, in_features: int, out_features: int) -> nn.Module:
     if kind not in PROJECTORS:
-        raise ValueError(f"MofConfig.projector_type: unknown projector {kind!r}; known: {', '.join(PROJECTORS)}")
+        raise ValueError(unknown("MofConfig.projector_type", "projector", kind, PROJECTORS))
     return PROJECTORS[kind](in_features, out_features)

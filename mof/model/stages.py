@@ -24,12 +24,10 @@ class StagePlan:
     lora: dict | None = None
 
     @classmethod
-    def from_stage_config(cls, stage, train_vision_default: bool = False) -> "StagePlan":
+    def from_stage_config(cls, stage) -> "StagePlan":
         """From a run's `stage` section (a Hydra node or a plain dict read from a checkpoint)."""
-        train_vision = stage.get("train_vision")
         lora = stage.get("lora")
-        return cls(str(stage["name"]), bool(stage["train_llm"]),
-                   bool(train_vision) if train_vision is not None else train_vision_default,
+        return cls(str(stage["name"]), bool(stage["train_llm"]), bool(stage.get("train_vision") or False),
                    dict(lora) if lora else None)
 
 

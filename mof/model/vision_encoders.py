@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
-from ..errors import MofError
+from ..errors import MofError, unknown
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -66,7 +66,7 @@ ENCODER_FAMILIES: dict[str, EncoderFamily] = {
 
 def get_family(name: str) -> EncoderFamily:
     if name not in ENCODER_FAMILIES:
-        raise ValueError(f"unknown vision encoder type {name!r}; known types: {', '.join(sorted(ENCODER_FAMILIES))}")
+        raise ValueError(unknown("vision encoder", "type", name, sorted(ENCODER_FAMILIES)))
     return ENCODER_FAMILIES[name]
 
 

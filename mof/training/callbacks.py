@@ -93,9 +93,19 @@ class GracefulStop(MofError):
         self.reason, self.checkpoint, self.step = reason, checkpoint, step
 
 
+class KeptCheckpoints(pl.callbacks.ModelCheckpoint):
+    """`step<N>.ckpt` every `checkpoint.keep_every_n_train_steps` steps, every one kept. Its own class because
+    Lightning tells the states of checkpoint callbacks apart by class and trigger, and `last.ckpt`'s may share the
+    trigger."""
+
+    def __init__(self, dirpath, every_n_train_steps: int):
+        super().__init__(dirpath=dirpath, filename="step{step:06d}", auto_insert_metric_name=False, save_top_k=-1,
+                         enable_version_counter=False, every_n_train_steps=every_n_train_steps)
+
+
 class StopAndSave(pl.Callback):
     """At a step boundary, on SIGTERM (SLURM preemption, a scheduler's kill) or after `stop_at_step` steps, write
-    `last.ckpt` from the mid-epoch state (loops, sampler position, RNG) and stop: `resume=auto` then continues
+    `last.ckpt` from the mid-epoch state (loops, sampler position, RNG) and stop; at the end of training, write it too: `resume=auto` then continues
     exactly where this stopped, whatever the periodic checkpoint interval."""
 
     def __init__(self, checkpoint: Path, stop_at_step: int | None = None):
@@ -111,6 +121,13 @@ class StopAndSave(pl.Callback):
             trainer.checkpoint_callback.last_model_path = str(self.checkpoint)
         trainer.save_checkpoint(self.checkpoint)
         raise GracefulStop(reason, str(self.checkpoint), trainer.global_step)
+
+    def on_train_end(self, trainer, module):
+        """The end of training is a stop too: `last.ckpt` holds the final state, so a longer run continues from it
+        (`resume=auto` with more steps or epochs) whatever the periodic checkpoint interval."""
+        if trainer.fast_dev_run or getattr(module, "last_saved_step", None) == trainer.global_step:
+            return
+        trainer.save_checkpoint(self.checkpoint)
 
 
 class ZeroPartitionReport(pl.Callback):

@@ -46,6 +46,10 @@ def validate(cfg) -> None:
            "a positive number (or trainer.max_steps > 0)", cfg.trainer.max_epochs)
     _check(int(cfg.trainer.accumulate_grad_batches) >= 1, "trainer.accumulate_grad_batches", "1 or more",
            cfg.trainer.accumulate_grad_batches)
+    for key in ("every_n_train_steps", "keep_every_n_train_steps"):
+        v = cfg.checkpoint.get(key)
+        _check((v is None and key.startswith("keep")) or (isinstance(v, int) and v > 0), f"checkpoint.{key}",
+               "a positive integer" + (" or null" if key.startswith("keep") else ""), v)
     _check(cfg.resume in (None, "auto") or Path(str(cfg.resume)).exists(), "resume", "null, auto or an existing checkpoint",
            cfg.resume)
     _check(isinstance(cfg.get("overwrite", False), bool), "overwrite", "true or false", cfg.get("overwrite"))

@@ -25,7 +25,7 @@ def model_config_from(cfg) -> MofConfig:
 
 
 def stage_plan(cfg) -> StagePlan:
-    return StagePlan.from_stage_config(cfg.stage, bool(cfg.model.get("train_vision", False)))
+    return StagePlan.from_stage_config(cfg.stage)
 
 
 def build_model_from_cfg(cfg, model_config: MofConfig | None = None):

@@ -22,7 +22,7 @@ from ..evaluation.benchmarks import get_benchmark
 from ..evaluation.loading import load_for_evaluation
 from ..evaluation.run import evaluate_benchmark
 from ..errors import ConfigError, MofError, exit_with, refuse_finished
-from .callbacks import GracefulStop, GradNormMonitor, SkippedSamples, StopAndSave, ThroughputMonitor, ZeroPartitionReport
+from .callbacks import GracefulStop, GradNormMonitor, KeptCheckpoints, SkippedSamples, StopAndSave, ThroughputMonitor, ZeroPartitionReport
 from .config_check import validate
 from .deepspeed_strategy import gathered_params
 from .from_config import build_model_from_cfg, model_config_from, run_info
@@ -95,14 +95,15 @@ def train(cfg: DictConfig) -> dict:
 
     ckpt_dir = run_dir / "checkpoints"
     ck = cfg.checkpoint
-    checkpoint = pl.callbacks.ModelCheckpoint(
-        dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False, save_last=True,
-        enable_version_counter=False,  # last.ckpt is replaced, never joined by a last-v1.ckpt that resume=auto misses
-        every_n_train_steps=ck.every_n_train_steps, save_top_k=ck.save_top_k, monitor=ck.monitor, mode="min")
+    # last.ckpt is replaced, never joined by a last-v1.ckpt that resume=auto misses (no version counter)
+    checkpoints = [pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, enable_version_counter=False,
+                                                every_n_train_steps=ck.every_n_train_steps)]
+    if ck.get("keep_every_n_train_steps"):
+        checkpoints.append(KeptCheckpoints(ckpt_dir, ck.keep_every_n_train_steps))
     read_skipped = datamodule.dataset.read_skipped
     skipped = SkippedSamples(read_skipped, len(datamodule.dataset) + sum(read_skipped.values()))
     stop_at_step = int(cfg.stop_at_step) if cfg.get("stop_at_step") else None
-    callbacks = [checkpoint, ThroughputMonitor(), GradNormMonitor(), skipped, StopAndSave(ckpt_dir / "last.ckpt", stop_at_step)]
+    callbacks = [*checkpoints, ThroughputMonitor(), GradNormMonitor(), skipped, StopAndSave(ckpt_dir / "last.ckpt", stop_at_step)]
     if cfg.strategy.name.startswith("deepspeed"):
         callbacks.append(ZeroPartitionReport(run_dir))
     logger = _logger(cfg, run_dir)

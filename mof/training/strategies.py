@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import unknown
+
 STRATEGIES = ("auto", "ddp", "deepspeed_zero2", "deepspeed_zero3", "deepspeed_zero3_offload")
 
 
@@ -28,7 +30,7 @@ def deepspeed_config(stage: int, offload: bool, on_gpu: bool) -> dict:
 
 def build_strategy(name: str, accelerator: str, trainer_cfg: dict, run_dir: Path):
     if name not in STRATEGIES:
-        raise ValueError(f"strategy.name: expected one of {STRATEGIES}, got {name!r}")
+        raise ValueError(unknown("strategy.name", "strategy", name, STRATEGIES))
     if name == "auto":
         return "auto"
     if name == "ddp":

@@ -12,6 +12,7 @@ from .concat import ConcatFusion
 from .interleaved import InterleavedFusion
 from .none import FirstEncoderOnly
 from .sva import SpatialVisionAggregator
+from ...errors import unknown
 
 FUSIONS: dict[str, type[Fusion]] = {
     "none": FirstEncoderOnly,
@@ -24,7 +25,7 @@ FUSIONS: dict[str, type[Fusion]] = {
 
 def get_fusion(name: str) -> type[Fusion]:
     if name not in FUSIONS:
-        raise ValueError(f"MofConfig.fusion: unknown fusion type {name!r}; known: {', '.join(FUSIONS)}")
+        raise ValueError(unknown("MofConfig.fusion", "fusion type", name, FUSIONS))
     return FUSIONS[name]
 
 
