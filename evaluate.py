@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="pkg://mof.conf", config_name="evaluate")
 def main(cfg: DictConfig):
     from mof.console import setup_console
 

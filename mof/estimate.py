@@ -12,7 +12,6 @@ included: they depend on batch size, sequence length and gradient checkpointing.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import hydra
 import torch
@@ -24,7 +23,6 @@ from .model import MofForConditionalGeneration
 from .model.stages import apply_stage, parameter_report
 from .training.from_config import model_config_from, stage_plan
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 GiB = 1024**3
 
 
@@ -70,7 +68,7 @@ def report(cfg) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path="pkg://mof.conf", config_name="train")
 def main(cfg: DictConfig):
     setup_console()
     try:

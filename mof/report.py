@@ -8,21 +8,26 @@
 import argparse
 import sys
 
+from .errors import one_line_errors
 from .evaluation.analyses import correlate, tradeoff
 from .evaluation.report import main as table
 
 
+@one_line_errors
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return None
     if argv[:1] == ["correlate"]:
-        p = argparse.ArgumentParser(prog="mof.report correlate", description="Per-pattern CLIP vs MLLM correlation.")
+        p = argparse.ArgumentParser(prog="python -m mof.report correlate", description="Per-pattern CLIP vs MLLM correlation.")
         p.add_argument("--clip", nargs="+", required=True, help="MMVP-VLM result folders of CLIP-like models")
         p.add_argument("--mllm", nargs="+", required=True, help="MMVP result folders of MLLMs")
         p.add_argument("--out", default="report")
         a = p.parse_args(argv[1:])
         return correlate(a.clip, a.mllm, a.out)
     if argv[:1] == ["tradeoff"]:
-        p = argparse.ArgumentParser(prog="mof.report tradeoff", description="A sweep's benchmark scores over a setting.")
+        p = argparse.ArgumentParser(prog="python -m mof.report tradeoff", description="A sweep's benchmark scores over a setting.")
         p.add_argument("sweep", help="a multirun folder (its jobs scored benchmarks after training: evaluate_after)")
         p.add_argument("--x", default="mof.alpha", help="the config key swept")
         p.add_argument("--out", default="report")

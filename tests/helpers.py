@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 ROOT = Path(__file__).resolve().parent.parent
-CONF = str(ROOT / "conf")
+CONF = str(ROOT / "mof" / "conf")
 SMALL_DATA = ["data.synthetic.pairs_per_pattern=4", "synthetic_benchmark.pairs_per_pattern=2"]
 # The synthetic questions alone (no captions), as a dataset list.
 QUESTIONS_ONLY = ("data.sources=[{path:${paths.data_dir}/synthetic/train/instruct.json,"

@@ -40,7 +40,7 @@ def test_every_shipped_config_composes_and_instantiates(tmp_path, group, option)
     validate(cfg)
     datamodule = instantiate(cfg.data)
     assert datamodule.sources and datamodule.template_name == cfg.stage.template
-    strategy = build_strategy(cfg.strategy.name, "cpu", {}, tmp_path)
+    strategy = build_strategy(cfg.strategy.name, "cpu")
     assert strategy is not None
     if cfg.get("logger"):
         assert instantiate(cfg.logger) is not None
@@ -103,3 +103,33 @@ def test_experiments_and_debug_override_the_root_config(tmp_path):
     assert cfg.task_name == "llava15_imof_stage1" and cfg.evaluate_after is None
     cfg = compose_cfg("train", tmp_path, tmp_path, ["debug=overfit"])
     assert cfg.export is False and cfg.trainer.overfit_batches == 2
+
+
+MODELS = sorted(p.stem for p in (Path(CONF) / "model").glob("*.yaml"))
+SEARCHES = sorted(p.stem for p in (Path(CONF) / "hparams_search").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_searches_and_benchmarks_compose_with_every_model_preset(tmp_path, model):
+    """Every Optuna search sweeps keys that every preset has; every benchmark evaluate_after takes is configured
+    from conf/benchmark/ whatever the preset."""
+    from mof.evaluation.benchmarks import BENCHMARKS
+    from mof.training.run import benchmark_section
+
+    for search in SEARCHES:
+        cfg = compose_cfg("train", tmp_path, tmp_path, [f"model={model}", f"hparams_search={search}"])
+        for key in cfg.hydra.sweeper.params:
+            assert OmegaConf.select(cfg, key, default="missing") != "missing", (search, key)
+    after = [n for n, b in BENCHMARKS.items() if not hasattr(b, "evaluate_model")]
+    cfg = compose_cfg("train", tmp_path, tmp_path, [f"model={model}", f"evaluate_after=[{','.join(after)}]"])
+    if cfg.model.load_pretrained:
+        cfg.model.load_pretrained = False
+    validate(cfg)
+    sections = {name: benchmark_section(cfg, name) for name in after}
+    for name, section in sections.items():  # the same settings as evaluate.py's benchmark=<name>
+        alone = compose_cfg("evaluate", tmp_path, tmp_path, [f"benchmark={name}", "checkpoint=x"])
+        expected = OmegaConf.to_container(alone.benchmark, resolve=True)
+        assert {k: v for k, v in section.items() if k != "synthetic"} == {k: v for k, v in expected.items() if k != "synthetic"}
+        assert BENCHMARKS[name](section, tmp_path).section["name"] == name
+    assert benchmark_section(cfg, "mmvp")["root"] == f"{tmp_path}/MMVP"  # ${paths.data_dir} resolved
+    assert benchmark_section(cfg, "synthetic")["synthetic"]["pairs_per_pattern"] == cfg.synthetic_benchmark.pairs_per_pattern

@@ -4,6 +4,7 @@ or correct. 0 crashes, 0 silent wrong results, 0 code executions, 0 data lost.""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -651,3 +652,159 @@ def test_clean_error_rescoring_an_index_the_benchmark_lacks(tmp_path):
     f.write_text("\n".join(json.dumps({"index": i, "response": "a"}) for i in (1, 2, 3, 4)))
     with pytest.raises(BenchmarkFormatError, match=r"index 3, 4 is not in the benchmark"):
         rescore(MMVP({"root": str(tmp_path / "mmvp")}), f, tmp_path / "out")
+
+
+# ----------------------------------------------------------------------------- 13. no silent result from re-scoring
+def _pope_predictions(tmp_path, splits):
+    f = tmp_path / "predictions.jsonl"
+    f.write_text("\n".join(json.dumps({"index": k + 1, "split": s, "label": "yes" if k % 2 else "no", "response": "Yes"})
+                           for k, s in enumerate(splits)))
+    return f
+
+
+@pytest.mark.parametrize("splits,asked,message", [
+    (["random", "random"], None, r"no predictions of split\(s\) popular, adversarial; score the splits it holds with "
+                                 r"benchmark.splits=\[random\]"),   # before: F1 of one split reported as POPE's
+    (["random", "popular"], ["random"], r"predictions of split\(s\) popular, which benchmark.splits \(random\)"),
+], ids=["clean_error-pope_missing_splits", "clean_error-pope_split_not_asked"])
+def test_clean_error_pope_rescoring_of_other_splits(tmp_path, splits, asked, message):
+    from mof.evaluation.benchmarks.pope import POPE
+    from mof.evaluation.run import rescore
+
+    with pytest.raises(BenchmarkFormatError, match=message):
+        rescore(POPE({"splits": asked} if asked else {}), _pope_predictions(tmp_path, splits), tmp_path / "out")
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_correct_result_pope_rescoring_of_the_splits_asked(tmp_path):
+    from mof.evaluation.benchmarks.pope import POPE
+    from mof.evaluation.run import rescore
+
+    results = rescore(POPE({"splits": ["random"]}), _pope_predictions(tmp_path, ["random"] * 4), tmp_path / "out")
+    assert set(results["per_split"]) == {"random"} and results["num_questions"] == 4
+
+
+@pytest.mark.parametrize("name", ["mmvp", "pope"])
+def test_clean_error_rescoring_an_empty_file(tmp_path, name):
+    """Before: three empty POPE files scored F1 0.0 with exit status 0."""
+    f = tmp_path / "predictions.jsonl"
+    f.write_text("\n\n")
+    proc = run_script(["evaluate.py", f"benchmark={name}", f"benchmark.predictions={f}", f"hydra.run.dir={tmp_path / 'out'}"],
+                      check=False)
+    assert proc.returncode == 2 and "predictions.jsonl: holds no predictions" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out" / "results.json").exists()
+
+
+def test_correct_result_degenerate_answers_are_flagged(tmp_path, capsys):
+    """A model that answers "(a)" to everything scores 0 on MMVP's pairs: the results say why."""
+    from mof.evaluation.benchmarks.mmvp import MMVP
+    from mof.evaluation.run import rescore
+
+    results = rescore(MMVP({}), _predictions(tmp_path, [1, 2, 3, 4]), tmp_path / "out")
+    assert results["degenerate"] == "every answer was 'a'" and results["pair_accuracy"] == 0.0
+    assert "warning: every answer was 'a'" in capsys.readouterr().out
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("\n".join(json.dumps({"index": i, "answer": "(a)", "options": "(a) Up (b) Down",
+                                           "response": "(a)" if i < 4 else "(b)"}) for i in (1, 2, 3, 4)))
+    assert rescore(MMVP({}), mixed, tmp_path / "out2")["degenerate"] is None
+
+
+# ----------------------------------------------------------------------------- 14. the lmms-eval plugin never answers ''
+def _plugin_request(k, visuals, gen_kwargs=None):
+    from lmms_eval.api.instance import Instance
+
+    return Instance("generate_until", ("Describe it.", gen_kwargs or {"max_new_tokens": 4}, lambda doc: visuals, 0, "t",
+                                       "test"), k, {"task": "t", "doc_id": 0, "repeats": 1})
+
+
+@pytest.mark.parametrize("args,message", [
+    ({"batch_size": "x"}, r"--model_args batch_size: expected a positive integer, got 'x'"),
+    ({"batch_size": 0}, r"--model_args batch_size: expected a positive integer, got 0"),
+    ({"template": "vicuna"}, r"--model_args template: unknown template 'vicuna' \(did you mean 'vicuna_v1'\?\)"),
+], ids=["clean_error-plugin_batch_size", "clean_error-plugin_zero_batch", "clean_error-plugin_template"])
+def test_clean_error_plugin_arguments(tiny_llava, args, message):
+    pytest.importorskip("lmms_eval")
+    from mof.evaluation.lmms_eval_plugin import MofLmms
+
+    with pytest.raises(ValueError, match=message):
+        MofLmms(pretrained=tiny_llava[1], **args)
+
+
+def test_clean_error_plugin_unreadable_image_or_none(tiny_llava, tmp_path):
+    pytest.importorskip("lmms_eval")
+    from mof.data.images import ImageError
+    from mof.evaluation.lmms_eval_plugin import MofLmms
+
+    load_tokenizer("tiny").save_pretrained(tiny_llava[1])
+    plugin = MofLmms(pretrained=tiny_llava[1])
+    plugin.task_dict = {"t": {"test": {0: {}}}}
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    with pytest.raises(ImageError, match=r"lmms-eval request 0 \(t doc 0\): "):  # before: answered '' and scored
+        plugin.generate_until([_plugin_request(0, [broken])])
+    with pytest.raises(ValueError, match=r"lmms-eval request 0 \(t doc 0\) has no image"):
+        plugin.generate_until([_plugin_request(0, [])])
+
+
+# ----------------------------------------------------------------------------- 15. reports read only what they say
+def _job(sweep, name, alpha, evals):
+    (sweep / name / ".hydra").mkdir(parents=True)
+    (sweep / name / ".hydra" / "config.yaml").write_text(f"mof:\n  alpha: {alpha}\nlogger:\n  key: ${{oc.env:HOME}}\n")
+    for folder, score in evals.items():
+        (sweep / name / folder).mkdir()
+        (sweep / name / folder / "results.json").write_text(json.dumps(
+            {"benchmark": "synthetic", "primary_metric": "pair_accuracy", "pair_accuracy": score}))
+
+
+def _report(args, capsys):
+    """`python -m mof.report ARGS` in this process (the CLI's own entry point, without a 5-second start-up)."""
+    from mof.report import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("env", r"logger.key is an interpolation \(\$\{oc.env:HOME\}\); reports never resolve them"),  # before: $HOME
+    ("two_evals", r"holds two results of synthetic \(eval_a, eval_b\); keep one"),  # before: one silently replaced
+    ("no_jobs", r"no job folders"),
+    ("missing_key", r"no key 'mof.beta'"),
+], ids=["clean_error-tradeoff_env_interpolation", "clean_error-tradeoff_two_results", "clean_error-tradeoff_no_jobs",
+        "clean_error-tradeoff_missing_key"])
+def test_clean_error_tradeoff(tmp_path, capsys, case, message):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    if case != "no_jobs":
+        _job(sweep, "0", 0.5, {"eval_a": 50.0, **({"eval_b": 60.0} if case == "two_evals" else {})})
+    x = {"env": "logger.key", "missing_key": "mof.beta"}.get(case, "mof.alpha")
+    proc = _report(["tradeoff", sweep, "--x", x, "--out", tmp_path / "r"], capsys)
+    assert proc.returncode == 2 and one_line_error(proc) and re.search(message, proc.stderr), proc.stderr
+    assert os.environ["HOME"] not in proc.stdout + proc.stderr.replace(str(tmp_path), "")
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, r"no results.json in"),
+    ("{not json", r"results.json: not a results file \(JSONDecodeError"),
+    ("[1, 2]", r"expected a JSON object as evaluate.py writes it"),
+    ('{"per_pattern": {"Texts": {"pair_accuracy": "high"}}}', r"per_pattern.Texts: expected a pair accuracy"),
+], ids=["clean_error-report_no_results", "clean_error-report_bad_json", "clean_error-report_not_an_object",
+        "clean_error-report_bad_score"])
+def test_clean_error_report_folders(tmp_path, capsys, content, message):
+    folder = tmp_path / "r1"
+    folder.mkdir()
+    if content is not None:
+        (folder / "results.json").write_text(content)
+    for args in ([folder], ["correlate", "--clip", folder, "--mllm", folder]):
+        proc = _report([*args, "--out", tmp_path / "out"], capsys)
+        assert proc.returncode == 2 and one_line_error(proc) and re.search(message, proc.stderr), proc.stderr
+
+
+def test_correct_result_report_help_lists_every_form():
+    proc = run_script(["-m", "mof.report", "--help"], check=False)  # the real command line, once
+    assert proc.returncode == 0
+    assert all(f"python -m mof.report {form}" in proc.stdout for form in ("DIR", "correlate", "tradeoff"))

@@ -214,6 +214,13 @@ def test_export_cli_from_checkpoint_matches_training_export(tmp_path, data_dir):
     ("strategy.name=fsdp9", "strategy.name"),
     ("checkpoint.every_n_train_steps=0", "checkpoint.every_n_train_steps"),
     ("checkpoint.keep_every_n_train_steps=-2", "checkpoint.keep_every_n_train_steps"),
+    # before: tracebacks (float('abc'), Lightning's and the template registry's own errors after data loading)
+    ("mof=additive mof.alpha=abc", "mof.alpha"),
+    ("stage.optimizer.lr=abc", "stage.optimizer.lr"),
+    ("data.batch_size=x", "data.batch_size"),
+    ("trainer.max_steps=1.5", "trainer.max_steps"),
+    ("data.template=bogus", "data.template"),
+    ("trainer.precision=bogus", "trainer.precision"),
 ])
 def test_config_errors_name_the_key(tmp_path, data_dir, override, key):
     with pytest.raises(ConfigError, match=rf"^{key}: expected"):

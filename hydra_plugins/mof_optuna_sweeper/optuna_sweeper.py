@@ -1,6 +1,6 @@
 """`hydra/sweeper=mof_optuna`: an Optuna study (TPE) over Hydra's sweep syntax, stored in SQLite so that it resumes.
 
-    python train.py -m hparams_search=amof_alpha                  # the study of conf/hparams_search/amof_alpha.yaml
+    python train.py -m hparams_search=amof_alpha                  # the study of mof/conf/hparams_search/amof_alpha.yaml
     python train.py -m hparams_search=amof_alpha hydra.sweeper.n_trials=40   # the same study, 40 trials in all
 
 Search space (`hydra.sweeper.params`, or sweep overrides on the command line): `interval(a, b)` a float,

@@ -196,7 +196,7 @@ PATTERN_NAMES = tuple(p.name for p in PATTERNS)
 
 
 # Captions are "web-like": they name an image's object and only the properties in `captioned` (the tiny CLIP's
-# config choice, `conf/encoder/clip.yaml`). A property captions never mention is one CLIP has no reason to keep, as
+# config choice, `mof/conf/encoder/clip.yaml`). A property captions never mention is one CLIP has no reason to keep, as
 # on the web, where alt text says "a red arrow" and rarely which way it points. Nothing downstream reads
 # `captioned`: the miniature measures what the encoder learnt, not what it was told.
 # The property each pattern varies, by the name `captioned` uses.

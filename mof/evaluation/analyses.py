@@ -11,16 +11,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ..data.patterns import PATTERNS
-from .report import MIN_PATTERNS, _label, pattern_correlation, pattern_scores
-
-
-def read_results(folder: str | Path) -> dict:
-    path = Path(folder) / "results.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"mof.report: no results.json in {folder}")
-    results = json.loads(path.read_text())
-    results.setdefault("name", Path(folder).name)
-    return results
+from .report import MIN_PATTERNS, ReportError, _label, pattern_correlation, pattern_scores, read_results
 
 
 def correlate(clip_dirs: list, mllm_dirs: list, out: str | Path) -> dict:
@@ -72,8 +63,26 @@ def sweep_jobs(sweep_dir: str | Path) -> list[Path]:
     """The job folders of a Hydra multirun (those holding `.hydra/config.yaml`)."""
     jobs = sorted(p.parent.parent for p in Path(sweep_dir).glob("*/.hydra/config.yaml"))
     if not jobs:
-        raise FileNotFoundError(f"mof.report tradeoff: no job folders (*/.hydra/config.yaml) in {sweep_dir}")
+        raise ReportError(f"mof.report tradeoff: no job folders (*/.hydra/config.yaml) in {sweep_dir}")
     return jobs
+
+
+def swept_value(config_file: Path, key: str):
+    """`key`'s value in a job's saved config, never resolved: an interpolation there could read an environment
+    variable (a secret) into the report."""
+    try:
+        node = OmegaConf.to_container(OmegaConf.load(config_file), resolve=False)
+    except Exception as e:  # noqa: BLE001 - a damaged file fails in YAML's own ways
+        raise ReportError(f"{config_file}: not a readable Hydra config ({type(e).__name__})") from None
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ReportError(f"{config_file}: no key {key!r} (the setting the sweep varied: --x)")
+        node = node[part]
+    if isinstance(node, str) and "${" in node:
+        raise ReportError(f"{config_file}: {key} is an interpolation ({node}); reports never resolve them")
+    if isinstance(node, bool) or not isinstance(node, (int, float)):
+        raise ReportError(f"{config_file}: {key}: expected a number, got {node!r}")
+    return node
 
 
 def tradeoff(sweep_dir: str | Path, out: str | Path, x: str = "mof.alpha") -> dict:
@@ -81,12 +90,18 @@ def tradeoff(sweep_dir: str | Path, out: str | Path, x: str = "mof.alpha") -> di
     folders), sorted by `x`: the paper's A-MoF table; `tradeoff.{md,json,png}`."""
     rows = []
     for job in sweep_jobs(sweep_dir):
-        value = OmegaConf.select(OmegaConf.load(job / ".hydra" / "config.yaml"), x)
-        scores = {}
-        for f in sorted(job.glob("eval_*/results.json")):
-            r = json.loads(f.read_text())
+        value = swept_value(job / ".hydra" / "config.yaml", x)
+        scores, source = {}, {}
+        for folder in sorted(p.parent for p in job.glob("eval_*/results.json")):
+            r = read_results(folder)
             metric = r.get("primary_metric", "pair_accuracy")
-            scores[f"{r['benchmark']} {metric.replace('_', ' ')}"] = r[metric]
+            column = f"{r.get('benchmark')} {metric.replace('_', ' ')}"
+            if column in scores:  # two evaluations of one benchmark: which one the table shows is not ours to pick
+                raise ReportError(f"mof.report tradeoff: {job} holds two results of {r.get('benchmark')} "
+                                  f"({source[column].name}, {folder.name}); keep one")
+            if not isinstance(r.get(metric), (int, float)):
+                raise ReportError(f"{folder / 'results.json'}: no number for its primary metric {metric!r}")
+            scores[column], source[column] = r[metric], folder
         rows.append({x: value, "job": job.name, **scores})
     rows.sort(key=lambda r: (r[x] is None, r[x]))
     columns = list(dict.fromkeys(k for r in rows for k in r if k not in (x, "job")))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from ..data.conversation import IMAGE_PLACEHOLDER, get_template
 from ..data.images import ImageError
@@ -27,9 +28,12 @@ def answer(loaded: Loaded, items: list[Item], template_name: str, batch_size: in
     device = next(model.parameters()).device
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     responses = {}
+    # questions/s, at batch granularity; shown on a terminal only (disable=None), so logs stay clean
+    progress = tqdm(total=len(items), unit="q", desc="answering", disable=None, dynamic_ncols=True, leave=False)
     for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
         ready, pixels = [], []
-        for item in items[start:start + batch_size]:
+        for item in batch:
             try:
                 image = item.image
                 pixels.append(loaded.image_processor(image.convert("RGB")) if isinstance(image, Image.Image)
@@ -38,6 +42,7 @@ def answer(loaded: Loaded, items: list[Item], template_name: str, batch_size: in
             except ImageError as e:
                 responses[item.id] = (None, str(e))
         if not ready:
+            progress.update(len(batch))
             continue
         ids = [prompt_ids(loaded, template, item.prompt) for item in ready]
         length = max(map(len, ids))
@@ -52,4 +57,6 @@ def answer(loaded: Loaded, items: list[Item], template_name: str, batch_size: in
                              eos_token_id=tok.eos_token_id)
         for item, text in zip(ready, tok.batch_decode(out[:, length:], skip_special_tokens=True)):
             responses[item.id] = (text.strip(), None)
+        progress.update(len(batch))
+    progress.close()
     return [{**item.fields, "response": responses[item.id][0], "error": responses[item.id][1]} for item in items]

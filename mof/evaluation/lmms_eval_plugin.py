@@ -11,6 +11,9 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from lmms_eval.models.registry_v2 import ModelManifest
 
+from ..data.conversation import TEMPLATES
+from ..data.images import ImageError
+from ..errors import unknown
 from .benchmarks.base import Item
 from .generation import answer
 from .loading import load_for_evaluation
@@ -25,6 +28,10 @@ class MofLmms(lmms):
     def __init__(self, pretrained: str, device: str = "cpu", batch_size: int | str = 16, template: str | None = None,
                  **kwargs):
         super().__init__()
+        if not str(batch_size).isdigit() or int(batch_size) < 1:
+            raise ValueError(f"--model_args batch_size: expected a positive integer, got {batch_size!r}")
+        if template is not None and template not in TEMPLATES:
+            raise ValueError(unknown("--model_args template", "template", template, TEMPLATES))
         self.loaded = load_for_evaluation(pretrained, device)
         self.template = template or self.loaded.template
         self.batch_size = int(batch_size)
@@ -41,9 +48,15 @@ class MofLmms(lmms):
             for k in indices:
                 context, _, doc_to_visual, doc_id, task, split = requests[k].args
                 visuals = doc_to_visual(self.task_dict[task][split][doc_id])
+                if not visuals:
+                    raise ValueError(f"lmms-eval request {k} ({task} doc {doc_id}) has no image: mof answers image "
+                                     "questions")
                 items.append(Item(k, visuals[0], context))
             for k, p in zip(indices, answer(self.loaded, items, self.template, self.batch_size, max_new_tokens)):
-                out[k] = _cut(p["response"] or "", until)
+                if p["error"]:  # an empty answer would be scored as a wrong one, without a word
+                    raise ImageError("unreadable_image", f"lmms-eval request {k} ({requests[k].args[4]} doc "
+                                     f"{requests[k].args[3]}): {p['error']}")
+                out[k] = _cut(p["response"], until)
         return out
 
     def loglikelihood(self, requests):

@@ -12,8 +12,32 @@ import math
 from pathlib import Path
 
 from ..data.patterns import PATTERNS, canonical_pattern
+from ..errors import MofError
 
 MIN_PATTERNS = 3  # a correlation over two patterns is always +-1: none is reported below three
+
+
+class ReportError(MofError, ValueError):
+    """A results folder a report cannot read; the message names it."""
+
+
+def read_results(folder: str | Path) -> dict:
+    """A folder's `results.json` (named after the folder unless it names itself)."""
+    path = Path(folder) / "results.json"
+    if not path.is_file():
+        raise ReportError(f"mof.report: no results.json in {folder}")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ReportError(f"{path}: not a results file ({type(e).__name__}: {e})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("per_pattern") or {}, dict):
+        raise ReportError(f"{path}: expected a JSON object as evaluate.py writes it (benchmark, metrics, per_pattern)")
+    for key, stats in (results.get("per_pattern") or {}).items():
+        score = stats.get("pair_accuracy") if isinstance(stats, dict) else stats
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise ReportError(f"{path}: per_pattern.{key}: expected a pair accuracy (a number), got {score!r}")
+    results.setdefault("name", Path(folder).name)
+    return results
 
 
 def _label(results: dict) -> str:
@@ -117,6 +141,8 @@ def print_summary(results: dict) -> None:
     text = ", ".join(f"{m.replace('_', ' ')} {results[m]:.1f}%" for m in names if isinstance(results.get(m), (int, float)))
     print(f"{results.get('benchmark')}: {text}; unparsed {results.get('unparsed', 0)}, "
           f"unanswerable {results.get('unanswerable', 0)}")
+    if results.get("degenerate"):
+        print(f"warning: {results['degenerate']}: the scores say nothing about what the model sees")
     for split, v in sorted((results.get("per_split") or {}).items()):
         print(f"  {split:<45} " + ", ".join(f"{m} {v[m]:.1f}" for m in names if m in v))
     for p, v in sorted((results.get("per_pattern") or {}).items()):
@@ -124,17 +150,15 @@ def print_summary(results: dict) -> None:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Merge result directories into one table and plot.")
+    p = argparse.ArgumentParser(prog="python -m mof.report", description="Merge result directories into one table "
+                                "and plot (see `python -m mof.report --help` for correlate and tradeoff).")
     p.add_argument("dirs", nargs="+", help="directories holding results.json (e.g. the jobs of a multirun)")
     p.add_argument("--out", default="report")
     p.add_argument("--names", nargs="*", help="a display name per directory")
     a = p.parse_args(argv)
     all_results = []
     for i, d in enumerate(a.dirs):
-        f = Path(d) / "results.json"
-        if not f.is_file():
-            raise SystemExit(f"mof.report: no results.json in {d}")
-        r = json.loads(f.read_text())
+        r = read_results(d)
         if a.names and i < len(a.names):
             r["name"] = a.names[i]
         all_results.append(r)

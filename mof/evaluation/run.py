@@ -42,6 +42,8 @@ def read_predictions(path: Path) -> list[dict]:
         if not isinstance(p, dict) or not isinstance(p.get("index"), int) or not isinstance(p.get("response", ""), (str, type(None))):
             raise BenchmarkFormatError(f"{path}:{lineno}: expected an object with an integer 'index' and a 'response' text")
         out.append(p)
+    if not out:
+        raise BenchmarkFormatError(f"{path}: holds no predictions (expected one JSON object per line)")
     counts = Counter(p["index"] for p in out)
     repeated = sorted(i for i, n in counts.items() if n > 1)
     if repeated:  # a question scored twice would count its pair twice
@@ -62,13 +64,25 @@ def rescore(benchmark: Benchmark, predictions_file, out_dir) -> dict:
     return _finish(benchmark, results, judged, out_dir)
 
 
+def degenerate(predictions: list[dict]) -> str | None:
+    """Why the answers say nothing about the model, when they do not: every one the same, or none readable."""
+    if len(predictions) < 4:
+        return None
+    parsed = Counter(p.get("parsed") for p in predictions)
+    value, count = parsed.most_common(1)[0]
+    if count < len(predictions):
+        return None
+    return "no answer could be read" if value is None else f"every answer was {value!r}"
+
+
 def _finish(benchmark: Benchmark, results: dict, predictions: list[dict], out_dir: Path) -> dict:
     with open(out_dir / "predictions.jsonl", "w") as f:
         for p in predictions:
             f.write(json.dumps(p) + "\n")
     results.update(primary_metric=benchmark.primary_metric, metric_names=list(benchmark.metric_names),
-                   **benchmark.score(predictions))
+                   **benchmark.score(predictions), degenerate=degenerate(predictions))
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     write_report([results], out_dir)
     print_summary(results)
+    print(f"results: {out_dir / 'results.json'} (answers: predictions.jsonl, table: report.md)")
     return results

@@ -1,7 +1,7 @@
 """A tiny DINO (Caron et al. 2021): a student and its exponential-moving-average teacher see different crops of
 one image; the student matches the teacher's centred, sharpened softmax. No labels, no text.
 
-Augmentations (`conf/encoder/dino.yaml`) decide what the encoder learns to ignore:
+Augmentations (`mof/conf/encoder/dino.yaml`) decide what the encoder learns to ignore:
 - random resized crops (two global, several local): where an object sits and how large it is;
 - colour jitter and grayscale: hue, brightness, contrast, saturation;
 - no horizontal flip and no rotation (DINO's recipe flips): a flip would teach that an arrow pointing left and one

@@ -14,10 +14,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ..errors import MofError
-from ..evaluation.analyses import read_results
-from ..evaluation.report import pattern_scores
 from ..data.patterns import PATTERNS
-from ..evaluation.report import pattern_correlation
+from ..evaluation.report import pattern_correlation, pattern_scores, read_results
 from ..model.presets import TINY_ENCODERS
 from .mining import scene_cosines, score_pairs, write_mined_benchmark, write_pool
 from .plots import plot_correlation, plot_fusions, plot_tradeoff

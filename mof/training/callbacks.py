@@ -93,6 +93,20 @@ class GracefulStop(MofError):
         self.reason, self.checkpoint, self.step = reason, checkpoint, step
 
 
+class LastCheckpoint(pl.callbacks.ModelCheckpoint):
+    """`last.ckpt` every `checkpoint.every_n_train_steps` steps and at the end of training, so that a longer run
+    continues from the final state (Lightning saves it at the end only when it never did during the run). Replaced
+    in place: no version counter, no `last-v1.ckpt` that `resume=auto` would miss."""
+
+    def __init__(self, dirpath, every_n_train_steps: int):
+        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, enable_version_counter=False,
+                         every_n_train_steps=every_n_train_steps)
+
+    def on_train_end(self, trainer, pl_module):
+        if not self._should_skip_saving_checkpoint(trainer):  # skips a state already saved, and fast_dev_run
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 class KeptCheckpoints(pl.callbacks.ModelCheckpoint):
     """`step<N>.ckpt` every `checkpoint.keep_every_n_train_steps` steps, every one kept. Its own class because
     Lightning tells the states of checkpoint callbacks apart by class and trigger, and `last.ckpt`'s may share the
@@ -105,7 +119,7 @@ class KeptCheckpoints(pl.callbacks.ModelCheckpoint):
 
 class StopAndSave(pl.Callback):
     """At a step boundary, on SIGTERM (SLURM preemption, a scheduler's kill) or after `stop_at_step` steps, write
-    `last.ckpt` from the mid-epoch state (loops, sampler position, RNG) and stop; at the end of training, write it too: `resume=auto` then continues
+    `last.ckpt` from the mid-epoch state (loops, sampler position, RNG) and stop: `resume=auto` then continues
     exactly where this stopped, whatever the periodic checkpoint interval."""
 
     def __init__(self, checkpoint: Path, stop_at_step: int | None = None):
@@ -121,13 +135,6 @@ class StopAndSave(pl.Callback):
             trainer.checkpoint_callback.last_model_path = str(self.checkpoint)
         trainer.save_checkpoint(self.checkpoint)
         raise GracefulStop(reason, str(self.checkpoint), trainer.global_step)
-
-    def on_train_end(self, trainer, module):
-        """The end of training is a stop too: `last.ckpt` holds the final state, so a longer run continues from it
-        (`resume=auto` with more steps or epochs) whatever the periodic checkpoint interval."""
-        if trainer.fast_dev_run or getattr(module, "last_saved_step", None) == trainer.global_step:
-            return
-        trainer.save_checkpoint(self.checkpoint)
 
 
 class ZeroPartitionReport(pl.Callback):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import typing
 from pathlib import Path
+
+from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
 
 from ..evaluation.benchmarks import BENCHMARKS
 
@@ -14,38 +18,62 @@ from ..model.weights import require_available
 from .strategies import STRATEGIES
 
 
+def _flat(t) -> tuple:
+    return tuple(x for a in typing.get_args(t) for x in (_flat(a) if typing.get_args(a) else (a,)))
+
+
+PRECISIONS = _flat(_PRECISION_INPUT)  # Lightning's own list
+
+
 def _check(ok: bool, key: str, expected: str, value) -> None:
     if not ok:
         raise ConfigError(f"{key}: expected {expected}, got {value!r}")
 
 
+def _number(value, key: str, expected: str, ok, integer: bool = False):
+    """`value` as a number that `ok` accepts (an integer where `integer`), else a `ConfigError` naming `key`."""
+    try:
+        x = float(value)
+        if isinstance(value, bool) or (integer and x != int(x)):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        x = math.nan
+    _check(not math.isnan(x) and ok(x), key, expected, value)
+    return int(x) if integer else x
+
+
 def validate(cfg) -> None:
     _check(cfg.stage.name in STAGES, "stage.name", f"one of {STAGES}", cfg.stage.name)
     _check(cfg.stage.template in TEMPLATES, "stage.template", f"one of {tuple(TEMPLATES)}", cfg.stage.template)
+    template = cfg.data.get("template")
+    _check(template is None or template in TEMPLATES, "data.template", f"null or one of {tuple(TEMPLATES)}", template)
     _check(cfg.mof.type in FUSIONS, "mof.type", f"one of {tuple(FUSIONS)}", cfg.mof.type)
     if "alpha" in cfg.mof:
-        _check(0.0 <= float(cfg.mof.alpha) <= 1.0, "mof.alpha", "a number in [0, 1]", cfg.mof.alpha)
+        _number(cfg.mof.alpha, "mof.alpha", "a number in [0, 1]", lambda x: 0.0 <= x <= 1.0)
     _check(cfg.strategy.name in STRATEGIES, "strategy.name", f"one of {STRATEGIES}", cfg.strategy.name)
+    precision = cfg.trainer.get("precision")
+    _check(precision is None or precision in PRECISIONS, "trainer.precision", f"null or one of {PRECISIONS}", precision)
     opt = cfg.stage.optimizer
     for key in ("lr", "adapter_lr", "vision_lr", "llm_lr"):
-        v = opt.get(key)
-        _check(v is None or float(v) > 0, f"stage.optimizer.{key}", "a positive number", v)
-    _check(0.0 <= float(cfg.stage.scheduler.warmup_ratio) < 1.0, "stage.scheduler.warmup_ratio", "a number in [0, 1)",
-           cfg.stage.scheduler.warmup_ratio)
+        if opt.get(key) is not None:
+            _number(opt.get(key), f"stage.optimizer.{key}", "a positive number", lambda x: x > 0)
+    _number(cfg.stage.scheduler.warmup_ratio, "stage.scheduler.warmup_ratio", "a number in [0, 1)", lambda x: 0 <= x < 1)
     if cfg.stage.name == "lora":
         lora = cfg.stage.lora
-        _check(lora is not None and int(lora.r) > 0, "stage.lora.r", "a positive integer", lora and lora.r)
-    _check(int(cfg.data.batch_size) > 0, "data.batch_size", "a positive integer", cfg.data.batch_size)
-    _check(int(cfg.data.max_length) > 0, "data.max_length", "a positive integer", cfg.data.max_length)
-    _check(int(cfg.data.num_workers) >= 0, "data.num_workers", "0 or more", cfg.data.num_workers)
+        _check(lora is not None, "stage.lora", "the LoRA settings (r, alpha, dropout)", lora)
+        _number(lora.r, "stage.lora.r", "a positive integer", lambda x: x > 0, integer=True)
+    _number(cfg.data.batch_size, "data.batch_size", "a positive integer", lambda x: x > 0, integer=True)
+    _number(cfg.data.max_length, "data.max_length", "a positive integer", lambda x: x > 0, integer=True)
+    _number(cfg.data.num_workers, "data.num_workers", "0 or more", lambda x: x >= 0, integer=True)
     _check(cfg.data.image_mode in ("pad", "crop", "resize"), "data.image_mode", "pad, crop or resize", cfg.data.image_mode)
     if not cfg.data.get("synthetic"):
         for i, src in enumerate(cfg.data.sources or []):
             _check(Path(src.path).is_file(), f"data.sources[{i}].path", "an existing JSON/JSONL file", src.path)
-    _check(int(cfg.trainer.max_epochs) > 0 or int(cfg.trainer.max_steps) > 0, "trainer.max_epochs",
-           "a positive number (or trainer.max_steps > 0)", cfg.trainer.max_epochs)
-    _check(int(cfg.trainer.accumulate_grad_batches) >= 1, "trainer.accumulate_grad_batches", "1 or more",
-           cfg.trainer.accumulate_grad_batches)
+    epochs = _number(cfg.trainer.max_epochs, "trainer.max_epochs", "an integer", lambda x: True, integer=True)
+    steps = _number(cfg.trainer.max_steps, "trainer.max_steps", "an integer (-1: no limit)", lambda x: True, integer=True)
+    _check(epochs > 0 or steps > 0, "trainer.max_epochs", "a positive number (or trainer.max_steps > 0)", epochs)
+    _number(cfg.trainer.accumulate_grad_batches, "trainer.accumulate_grad_batches", "1 or more", lambda x: x >= 1,
+            integer=True)
     for key in ("every_n_train_steps", "keep_every_n_train_steps"):
         v = cfg.checkpoint.get(key)
         _check((v is None and key.startswith("keep")) or (isinstance(v, int) and v > 0), f"checkpoint.{key}",

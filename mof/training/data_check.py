@@ -22,7 +22,6 @@ from ..data import IGNORE_INDEX, load_tokenizer
 from ..errors import MofError, exit_with
 from .from_config import model_config_from
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
 
 
 def render_supervision(tokenizer, input_ids, labels, image_token_id: int) -> str:
@@ -83,7 +82,7 @@ def check(cfg) -> dict:
     return report
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path="pkg://mof.conf", config_name="train")
 def main(cfg: DictConfig):
     setup_console()
     try:

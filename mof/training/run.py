@@ -22,7 +22,7 @@ from ..evaluation.benchmarks import get_benchmark
 from ..evaluation.loading import load_for_evaluation
 from ..evaluation.run import evaluate_benchmark
 from ..errors import ConfigError, MofError, exit_with, refuse_finished
-from .callbacks import GracefulStop, GradNormMonitor, KeptCheckpoints, SkippedSamples, StopAndSave, ThroughputMonitor, ZeroPartitionReport
+from .callbacks import GracefulStop, GradNormMonitor, KeptCheckpoints, LastCheckpoint, SkippedSamples, StopAndSave, ThroughputMonitor, ZeroPartitionReport
 from .config_check import validate
 from .deepspeed_strategy import gathered_params
 from .from_config import build_model_from_cfg, model_config_from, run_info
@@ -55,7 +55,7 @@ def _multirun():
     return hc if hc is not None and hc.mode is not None and hc.mode.name == "MULTIRUN" else None
 
 
-def _logger(cfg, run_dir: Path):
+def _logger(cfg):
     if not cfg.get("logger"):
         return False
     kwargs = {}
@@ -68,57 +68,19 @@ def _logger(cfg, run_dir: Path):
 
 
 def train(cfg: DictConfig) -> dict:
+    """One run: checked, prepared, fitted, checked again, exported and evaluated. Returns its metrics."""
     validate(cfg)
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not cfg.resume:  # the same command twice must not replace a finished (or stopped) run
-        refuse_finished(run_dir, ["export", "checkpoints", *sorted(p.name for p in run_dir.glob("eval_*"))],
-                        bool(cfg.get("overwrite")), "continue it with resume=auto")
-    accelerator = _accelerator(cfg)
+    run_dir = claim_run_dir(cfg)
     pl.seed_everything(cfg.seed, workers=True)
-
-    # Everything that can be checked without weights comes first.
-    model_config = model_config_from(cfg)
-    tokenizer = load_tokenizer(cfg.model.tokenizer)
-    vocab = model_config.text_config.vocab_size
-    if len(tokenizer) > vocab and not model_config.text_pretrained:
-        raise ConfigError(f"model.config.vocab_size: {vocab} is smaller than the tokenizer ({len(tokenizer)} tokens)")
-    datamodule = instantiate(cfg.data).bind(model_config, tokenizer)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    log.info("data: %d samples, %s skipped while reading", len(datamodule.dataset), dict(datamodule.dataset.read_skipped))
-
+    model_config, tokenizer, datamodule = prepare_data(cfg)  # everything that can be checked without weights
     model = build_model_from_cfg(cfg, model_config)
     module = MofLitModule(model, OmegaConf.to_container(cfg.stage.optimizer, resolve=True),
                           OmegaConf.to_container(cfg.stage.scheduler, resolve=True),
                           run_info(cfg, model_config, datamodule.image_processor))
-
-    ckpt_dir = run_dir / "checkpoints"
-    ck = cfg.checkpoint
-    # last.ckpt is replaced, never joined by a last-v1.ckpt that resume=auto misses (no version counter)
-    checkpoints = [pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, enable_version_counter=False,
-                                                every_n_train_steps=ck.every_n_train_steps)]
-    if ck.get("keep_every_n_train_steps"):
-        checkpoints.append(KeptCheckpoints(ckpt_dir, ck.keep_every_n_train_steps))
     read_skipped = datamodule.dataset.read_skipped
     skipped = SkippedSamples(read_skipped, len(datamodule.dataset) + sum(read_skipped.values()))
-    stop_at_step = int(cfg.stop_at_step) if cfg.get("stop_at_step") else None
-    callbacks = [*checkpoints, ThroughputMonitor(), GradNormMonitor(), skipped, StopAndSave(ckpt_dir / "last.ckpt", stop_at_step)]
-    if cfg.strategy.name.startswith("deepspeed"):
-        callbacks.append(ZeroPartitionReport(run_dir))
-    logger = _logger(cfg, run_dir)
-    if logger:
-        callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="step"))
-    tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    tcfg.pop("precision")
-    tcfg["accelerator"] = accelerator
-    if tcfg.get("limit_train_batches") is None:
-        tcfg.pop("limit_train_batches", None)
-    strategy = build_strategy(cfg.strategy.name, accelerator, tcfg, run_dir)
-    trainer = pl.Trainer(
-        **tcfg, precision=_precision(cfg, accelerator), strategy=strategy, logger=logger, callbacks=callbacks,
-        default_root_dir=str(run_dir), use_distributed_sampler=False, enable_model_summary=False,
-        plugins=[AtomicCheckpointIO()] if not cfg.strategy.name.startswith("deepspeed") else None)
+    logger = _logger(cfg)
+    trainer = build_trainer(cfg, run_dir, skipped, logger)
     if trainer.is_global_zero:
         (run_dir / "parameters.txt").write_text(log_parameter_report(model) + "\n")
     try:
@@ -128,8 +90,68 @@ def train(cfg: DictConfig) -> dict:
             raise  # preempted: the checkpoint is written, the exit status says the run is not finished
         log.info("%s", stop)
         return _metrics(trainer, skipped)  # a chunk of a run: no export yet
-
+    check_trained(cfg, module, skipped)
     metrics = _metrics(trainer, skipped)
+    metrics.update(export_and_evaluate(cfg, trainer, module, tokenizer, datamodule.image_processor, run_dir, logger))
+    if logger and hasattr(logger, "experiment") and "Wandb" in type(logger).__name__:
+        import wandb
+
+        wandb.finish()
+    return metrics
+
+
+def claim_run_dir(cfg) -> Path:
+    """The run directory, refused when it holds a finished (or stopped) run and nothing says to continue or replace
+    it: the same command twice must not lose a run."""
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not cfg.resume:
+        refuse_finished(run_dir, ["export", "checkpoints", *sorted(p.name for p in run_dir.glob("eval_*"))],
+                        bool(cfg.get("overwrite")), "continue it with resume=auto")
+    return run_dir
+
+
+def prepare_data(cfg):
+    """`(model config, tokenizer, datamodule set up for fit)`; loads no weights."""
+    model_config = model_config_from(cfg)
+    tokenizer = load_tokenizer(cfg.model.tokenizer)
+    vocab = model_config.text_config.vocab_size
+    if len(tokenizer) > vocab and not model_config.text_pretrained:
+        raise ConfigError(f"model.config.vocab_size: {vocab} is smaller than the tokenizer ({len(tokenizer)} tokens)")
+    datamodule = instantiate(cfg.data).bind(model_config, tokenizer)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    log.info("data: %d samples, %s skipped while reading", len(datamodule.dataset), dict(datamodule.dataset.read_skipped))
+    return model_config, tokenizer, datamodule
+
+
+def build_trainer(cfg, run_dir: Path, skipped: SkippedSamples, logger) -> pl.Trainer:
+    """Lightning's Trainer with mof's checkpoints (last + every N kept, written atomically), monitors and strategy."""
+    accelerator = _accelerator(cfg)
+    ckpt_dir, ck = run_dir / "checkpoints", cfg.checkpoint
+    callbacks = [LastCheckpoint(ckpt_dir, ck.every_n_train_steps)]
+    if ck.get("keep_every_n_train_steps"):
+        callbacks.append(KeptCheckpoints(ckpt_dir, ck.keep_every_n_train_steps))
+    stop_at_step = int(cfg.stop_at_step) if cfg.get("stop_at_step") else None
+    callbacks += [ThroughputMonitor(), GradNormMonitor(), skipped, StopAndSave(ckpt_dir / "last.ckpt", stop_at_step)]
+    deepspeed = cfg.strategy.name.startswith("deepspeed")
+    if deepspeed:
+        callbacks.append(ZeroPartitionReport(run_dir))
+    if logger:
+        callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="step"))
+    tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    tcfg.pop("precision")
+    tcfg["accelerator"] = accelerator
+    if tcfg.get("limit_train_batches") is None:
+        tcfg.pop("limit_train_batches", None)
+    return pl.Trainer(
+        **tcfg, precision=_precision(cfg, accelerator), strategy=build_strategy(cfg.strategy.name, accelerator),
+        logger=logger, callbacks=callbacks, default_root_dir=str(run_dir), use_distributed_sampler=False,
+        enable_model_summary=False, plugins=None if deepspeed else [AtomicCheckpointIO()])
+
+
+def check_trained(cfg, module: MofLitModule, skipped: SkippedSamples) -> None:
+    """A run that trained on nothing, or skipped more than `data.max_skipped_fraction`, fails without an export."""
     bound = float(cfg.data.get("max_skipped_fraction", 0.01))
     if module.trained_batches == 0:
         raise TrainingFailed(f"training took no optimizer step: every batch was skipped ({dict(skipped.counts)}); "
@@ -138,23 +160,25 @@ def train(cfg: DictConfig) -> dict:
         raise TrainingFailed(
             f"{skipped.fraction:.1%} of the samples were skipped during training (limit data.max_skipped_fraction="
             f"{bound}): {dict(skipped.counts)}; no export written. Fix the data, or raise the limit knowingly.")
-    if cfg.export or evaluate_after(cfg):
-        export_dir = export_after_training(trainer, module, tokenizer, datamodule.image_processor, run_dir / "export")
-        if trainer.is_global_zero:
-            names = evaluate_after(cfg)
-            loaded = load_for_evaluation(export_dir, next(module.model.parameters()).device) if names else None
-            for name in names:
-                benchmark = get_benchmark(name)(benchmark_section(cfg, name), cfg.paths.data_dir)
-                results = evaluate_benchmark(benchmark, export_dir, run_dir / f"eval_{name}",
-                                             template=cfg.stage.template, loaded=loaded)
-                scores = {f"eval/{name}/{m}": results[m] for m in results["metric_names"]}
-                metrics.update(scores)
-                if logger:
-                    logger.log_metrics(scores)
-    if logger and hasattr(logger, "experiment") and "Wandb" in type(logger).__name__:
-        import wandb
 
-        wandb.finish()
+
+def export_and_evaluate(cfg, trainer, module, tokenizer, image_processor, run_dir: Path, logger) -> dict:
+    """`<run dir>/export`, then the `evaluate_after` benchmarks scored on it (rank 0); their metrics."""
+    names = evaluate_after(cfg)
+    if not (cfg.export or names):
+        return {}
+    export_dir = export_after_training(trainer, module, tokenizer, image_processor, run_dir / "export")
+    metrics = {}
+    if trainer.is_global_zero and names:
+        loaded = load_for_evaluation(export_dir, next(module.model.parameters()).device)
+        for name in names:
+            benchmark = get_benchmark(name)(benchmark_section(cfg, name), cfg.paths.data_dir)
+            results = evaluate_benchmark(benchmark, export_dir, run_dir / f"eval_{name}", template=cfg.stage.template,
+                                         loaded=loaded)
+            scores = {f"eval/{name}/{m}": results[m] for m in results["metric_names"]}
+            metrics.update(scores)
+            if logger:
+                logger.log_metrics(scores)
     return metrics
 
 
@@ -167,15 +191,16 @@ def evaluate_after(cfg) -> list[str]:
 
 
 def benchmark_section(cfg, name: str) -> dict:
-    """A benchmark's settings after training: `benchmarks.<name>` of the run's config; the synthetic ones are drawn
-    like the run's synthetic data (seed, size), `synthetic_benchmark.pairs_per_pattern` pairs of each pattern."""
+    """A benchmark's settings after training: `benchmarks.<name>` of the run's config (composed from
+    `conf/benchmark/<name>.yaml`, as evaluate.py reads it); the synthetic ones are drawn like the run's synthetic data
+    (seed, size, option order), `synthetic_benchmark.pairs_per_pattern` pairs of each pattern."""
     node = (cfg.get("benchmarks") or {}).get(name)
     section = OmegaConf.to_container(node, resolve=True) if node is not None else {}
-    if name in ("synthetic", "synthetic_pope"):
+    if name in ("synthetic", "synthetic_pope") and not section.get("root"):
         synthetic = cfg.data.get("synthetic") or {}
-        section.setdefault("synthetic", {"seed": synthetic.get("seed"), "size": synthetic.get("size"),
-                                         "shuffle_options": synthetic.get("shuffle_options"),
-                                         "pairs_per_pattern": cfg.synthetic_benchmark.pairs_per_pattern})
+        section["synthetic"] = {**(section.get("synthetic") or {}), "seed": synthetic.get("seed"),
+                                "size": synthetic.get("size"), "shuffle_options": synthetic.get("shuffle_options"),
+                                "pairs_per_pattern": cfg.synthetic_benchmark.pairs_per_pattern}
     return section
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from ..errors import unknown
 
@@ -28,7 +27,7 @@ def deepspeed_config(stage: int, offload: bool, on_gpu: bool) -> dict:
     return {"zero_optimization": zero, "zero_allow_untested_optimizer": True, "wall_clock_breakdown": False}
 
 
-def build_strategy(name: str, accelerator: str, trainer_cfg: dict, run_dir: Path):
+def build_strategy(name: str, accelerator: str):
     if name not in STRATEGIES:
         raise ValueError(unknown("strategy.name", "strategy", name, STRATEGIES))
     if name == "auto":

@@ -22,7 +22,7 @@ class Item:
 
 
 class Benchmark:
-    """Args: `section`: the benchmark's config section (`conf/benchmark/<name>.yaml`, plain dict);
+    """Args: `section`: the benchmark's config section (`mof/conf/benchmark/<name>.yaml`, plain dict);
     `data_dir`: where benchmarks generated on first use are written."""
 
     name: ClassVar[str]

@@ -64,7 +64,8 @@ def statement_picks(text_emb: torch.Tensor, image_emb: torch.Tensor) -> tuple[to
 
 
 @torch.no_grad()
-def evaluate_vlm(checkpoint: str, root, out_dir, batch_size: int = 32, device="cpu", name: str = "mmvp_vlm") -> dict:
+def evaluate_vlm(checkpoint: str, root, out_dir, device="cpu", name: str = "mmvp_vlm") -> dict:
+    """Each pair in one forward pass (two statements, two images): the original script's unit of scoring."""
     root, out_dir = Path(root), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     questions, image_dir = load_vlm_questions(root)
@@ -127,4 +128,4 @@ class MMVPVLM(Benchmark):
     def evaluate_model(self, checkpoint, out_dir, device) -> dict:
         if not checkpoint:
             raise ValueError("checkpoint: a CLIP-like model (hub id or directory) is required for mmvp_vlm")
-        return evaluate_vlm(checkpoint, self.section["root"], out_dir, self.section.get("batch_size", 32), device)
+        return evaluate_vlm(checkpoint, self.section["root"], out_dir, device)

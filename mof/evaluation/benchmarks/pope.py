@@ -97,9 +97,20 @@ class POPE(Benchmark):
                 "unanswerable": sum(bool(p.get("error")) for p in predictions)}
 
     def complete(self, predictions: list[dict], source: Path) -> list[dict]:
+        """Every prediction labelled and of a split asked for, and every split asked for answered: a benchmark of
+        three splits is never reported from one."""
         for p in predictions:
             if p.get("label") not in ("yes", "no") or "split" not in p:
                 raise BenchmarkFormatError(f"{source}: prediction {p.get('index')} lacks its split or label (yes|no)")
+        asked, present = self.splits(), list(dict.fromkeys(p["split"] for p in predictions))
+        extra = [s for s in present if s not in asked]
+        if extra:
+            raise BenchmarkFormatError(f"{source}: predictions of split(s) {', '.join(map(str, extra))}, which "
+                                       f"benchmark.splits ({', '.join(asked)}) does not ask for")
+        missing = [s for s in asked if s not in present]
+        if missing:
+            raise BenchmarkFormatError(f"{source}: no predictions of split(s) {', '.join(missing)}; score the splits "
+                                       f"it holds with benchmark.splits=[{','.join(present)}]")
         return predictions
 
     def describe(self) -> dict:

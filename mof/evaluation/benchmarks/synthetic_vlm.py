@@ -43,4 +43,4 @@ class SyntheticVLM(MMVPVLM):
         if not checkpoint:
             raise ValueError("checkpoint: a CLIP-like model (hub id or directory) is required for synthetic_vlm")
         root = self.section.get("root") or synthetic_vlm_root(self.data_dir, **dict(self.section.get("synthetic") or {}))
-        return evaluate_vlm(checkpoint, root, out_dir, self.section.get("batch_size", 32), device, self.name)
+        return evaluate_vlm(checkpoint, root, out_dir, device, self.name)
