@@ -263,3 +263,20 @@ def test_results_go_to_wandb_offline(tmp_path, monkeypatch):
     assert runs and runs[0].stat().st_size > 0
     media = list(tmp_path.glob("wandb/offline-run-*/files/media/**/*.*"))
     assert media  # the prediction table's images were written
+
+
+def test_figures_name_a_run_by_its_folder_and_title_its_score(tmp_path, monkeypatch):
+    """Before: `per_pattern.png` was labelled `export` (the folder every run exports to), with no title."""
+    import matplotlib.axes
+
+    from mof.evaluation.report import _label, plot
+
+    assert _label({"checkpoint": "/runs/amof-0.25/export"}) == "amof-0.25"
+    assert _label({"rescored_from": "/runs/r1/predictions.jsonl"}) == "r1"
+    assert _label({"name": "given", "checkpoint": "/x/export"}) == "given"
+    titles = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda self, text, **kw: titles.append(text))
+    result = {"checkpoint": "/runs/r1/export", "benchmark": "synthetic", "metric_names": ["pair_accuracy"],
+              "pair_accuracy": 40.0, "degenerate": "every answer was 'a'", "per_pattern": {"Texts": {"pair_accuracy": 40.0}}}
+    plot([result], tmp_path / "p.png")
+    assert titles == ["r1 on synthetic: pair accuracy 40.0%\n(every answer was 'a')"]

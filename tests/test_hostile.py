@@ -808,3 +808,84 @@ def test_correct_result_report_help_lists_every_form():
     proc = run_script(["-m", "mof.report", "--help"], check=False)  # the real command line, once
     assert proc.returncode == 0
     assert all(f"python -m mof.report {form}" in proc.stdout for form in ("DIR", "correlate", "tradeoff"))
+
+
+# ----------------------------------------------------------------------------- 16. mining reads images as training does
+def _tar(path, members):
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    with tarfile.open(path, "w") as tar:
+        for name, colour in members:
+            buf = io.BytesIO()
+            Image.new("RGB", (8, 8), colour).save(buf, format="PNG")
+            info = tarfile.TarInfo(name)
+            info.size = len(buf.getvalue())
+            tar.addfile(info, io.BytesIO(buf.getvalue()))
+    return path
+
+
+def test_clean_error_tar_shard_with_two_members_of_one_name(tmp_path):
+    from mof.mining.sources import SourceError, list_images
+
+    _tar(tmp_path / "00000.tar", [("000.png", "red"), ("000.png", "blue")])  # before: both images shared one id
+    with pytest.raises(SourceError, match=r"00000.tar: member '000.png' appears 2 times"):
+        list_images(tmp_path / "00000.tar")
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"\x00garbage" * 100, r"garbage.tar: not a readable tar shard"),
+    (None, r"list.txt: not UTF-8 text"),
+], ids=["clean_error-garbage_tar", "clean_error-non_utf8_list"])
+def test_clean_error_unreadable_image_sources(tmp_path, content, message):
+    from mof.mining.sources import SourceError, list_images
+
+    if content is None:
+        (tmp_path / "list.txt").write_bytes(b"a.png\n\xff\xfe.png\n")
+        spec = tmp_path / "list.txt"
+    else:
+        (tmp_path / "garbage.tar").write_bytes(content)
+        spec = tmp_path / "garbage.tar"
+    with pytest.raises(SourceError, match=message):
+        list_images(spec)
+
+
+def test_correct_result_folder_of_shards_and_images_is_read_whole(tmp_path):
+    """Before: a folder with one .tar in it was read as that tar alone."""
+    from PIL import Image
+
+    from mof.mining.sources import list_images
+
+    _tar(tmp_path / "00000.tar", [("000.png", "red")])
+    Image.new("RGB", (8, 8), "blue").save(tmp_path / "loose.png")
+    assert [r.id for r in list_images(tmp_path)] == ["00000.tar/000.png", str(tmp_path / "loose.png")]
+
+
+def test_correct_result_mined_images_decode_as_training_decodes(tmp_path):
+    """EXIF orientation, transparency and the size limit: a pair is judged on the pixels training would see."""
+    from PIL import Image
+
+    from mof.data.images import ImageError, load_image
+    from mof.mining.sources import SourceError, list_images
+
+    img = Image.new("RGB", (40, 20), "white")
+    img.paste((200, 0, 0), (0, 0, 10, 20))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotated: shown 20 x 40
+    img.save(tmp_path / "exif.jpg", exif=exif, quality=95)
+    Image.new("RGBA", (16, 16), (0, 0, 255, 0)).save(tmp_path / "alpha.png")
+    refs = {Path(r.id).name: r for r in list_images(tmp_path)}
+    for name in ("exif.jpg", "alpha.png"):
+        mined, trained = refs[name].open(), load_image(tmp_path / name)
+        assert mined.size == trained.size and mined.tobytes() == trained.tobytes()
+    assert refs["exif.jpg"].open().size == (20, 40) and refs["alpha.png"].open().getpixel((0, 0)) == (255, 255, 255)
+    Image.new("L", (20_000, 1)).save(tmp_path / "strip.png")  # before: decoded whatever its shape
+    with pytest.raises(SourceError, match=r"strip.png cannot be read any more \(image_too_large"):
+        next(r for r in list_images(tmp_path) if r.id.endswith("strip.png")).open()
+    with pytest.raises(ImageError, match="aspect ratio above 100"):
+        load_image(tmp_path / "strip.png")
+    (tmp_path / "alpha.png").unlink()  # gone between embedding and writing the review: one line, not a traceback
+    with pytest.raises(SourceError, match=r"alpha.png cannot be read any more"):
+        refs["alpha.png"].open()

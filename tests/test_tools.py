@@ -1,6 +1,7 @@
 """The command-line tools beside train.py and evaluate.py: estimate, data check, experiments, bench/gpu.py."""
 
 import json
+import os
 
 import pytest
 
@@ -88,3 +89,26 @@ def test_mining_benches_run_small(tmp_path):
     assert float(rows["ivf, nprobe 8"][5]) == 1.0  # every list probed: IVF-Flat finds the exact neighbours
     run_script(["bench/mining_embed.py", "--tiny", "--steps", "2", "--batch", "8"], cwd=tmp_path)
     assert "| tiny pre-trained (64 px) | cpu | 8 |" in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+@pytest.mark.parametrize("tool", ["train", "evaluate", "mine", "pretrain", "reproduce"])
+def test_console_scripts_run_from_any_folder(tmp_path, tool):
+    """`mof-<tool>` (pyproject.toml's scripts) finds its config in the installed package, not in the checkout."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = shutil.which(f"mof-{tool}", path=str(Path(sys.executable).parent))
+    assert script, f"mof-{tool} is not installed beside {sys.executable} (pip install -e .)"
+    proc = subprocess.run([script, "--cfg", "hydra"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"name: {tool}\n" in proc.stdout  # the job (and its <job>.log) named after the tool, not after mof/cli.py
+
+
+@pytest.mark.parametrize("module", ["mof.data.synthetic", "mof.checkpoints.export"])
+def test_module_clis_say_their_own_command_and_nothing_else(module):
+    """Before: `usage: synthetic.py`, after a RuntimeWarning from runpy (the package had imported the module)."""
+    proc = run_script(["-m", module, "--help"])
+    assert proc.stdout.startswith(f"usage: python -m {module} ") and proc.stderr == ""

@@ -298,6 +298,20 @@ def test_wandb_logger_records_offline_by_default(tmp_path, data_dir, monkeypatch
     assert runs and runs[0].stat().st_size > 0
 
 
+@pytest.mark.slow
+def test_resumed_run_logs_into_the_same_wandb_run_and_says_where(tmp_path, data_dir):
+    args = ["train.py", *FAST, "logger=wandb", "evaluate_after=null", "export=false", "trainer.max_steps=4",
+            f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path}"]
+    run_script([*args, "stop_at_step=2"])
+    done = run_script([*args, "resume=auto"])
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    run_id = (tmp_path / "wandb_run_id").read_text()
+    assert len(runs) == 2 and all(r.name.endswith("-" + run_id) for r in runs)  # before: a second run, a split curve
+    assert f"run: {tmp_path} (checkpoints/last.ckpt)" in done.stdout
+    assert f"upload it with: wandb sync {runs[-1]}" in done.stdout
+    assert "resumable" not in done.stderr and "eval mode" not in done.stderr  # Lightning's two wrong warnings
+
+
 def test_logged_learning_rate_follows_warmup_then_cosine(tmp_path, data_dir):
     steps, warmup_ratio, lr = 10, 0.2, 2e-3
     cfg = train_cfg(tmp_path, data_dir, ["logger=csv", f"trainer.max_steps={steps}", "export=false",
@@ -335,3 +349,11 @@ def test_optuna_study_records_failed_trials_and_resumes_from_sqlite(tmp_path, da
     study = optuna.load_study(study_name="train", storage=f"sqlite:///{tmp_path}/optuna.db")
     assert len(study.trials) == 4 and (tmp_path / "3").is_dir()
     assert "best_params" in (tmp_path / "optimization_results.yaml").read_text()
+
+
+def test_progress_bar_counts_the_runs_steps_in_80_columns(tmp_path, data_dir):
+    proc = run_script(["train.py", *FAST, "trainer.enable_progress_bar=true", "trainer.max_steps=3", "export=false",
+                       "evaluate_after=null", f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path}"])
+    lines = [x for x in proc.stdout.replace("\r", "\n").splitlines() if "steps [" in x]
+    assert lines and "3/3 steps" in lines[-1] and lines[-1].startswith("epoch 1/3")  # not per epoch, counted from 1
+    assert max(len(x.rstrip()) for x in lines) <= 80

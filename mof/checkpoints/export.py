@@ -72,8 +72,11 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, ove
                                                           "from_checkpoint": str(path)}, overwrite)
 
 
+PROG = "python -m mof.checkpoints.export"  # the usage line says the command a user types, not the file name
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint")
     p.add_argument("--out", default=None, help="default: <run dir>/export-step<N>")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")

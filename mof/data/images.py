@@ -58,8 +58,16 @@ def load_image(path: str | Path, max_pixels: int = 50_000_000, max_aspect_ratio:
     path = Path(path)
     if not path.is_file():
         raise ImageError("missing_image", str(path))
+    return decode_image(path, path, max_pixels, max_aspect_ratio, padded)
+
+
+def decode_image(source, name, max_pixels: int = 50_000_000, max_aspect_ratio: float = 100.0,
+                 padded: bool = False) -> Image.Image:
+    """`load_image` of a path or a binary file object (a tar member's bytes); `name` is what messages call it. The
+    size is checked from the header, before anything is decoded: memory is bounded by the limits, not the file."""
+    path = name
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             check_size(path, img.width, img.height, max_pixels, max_aspect_ratio, padded)
             img.load()
             img = ImageOps.exif_transpose(img)

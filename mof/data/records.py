@@ -72,6 +72,20 @@ def _json_lines(path: Path, text: str) -> tuple[list, Counter]:
 
 def read_records(path: str | Path) -> tuple[list[dict], Counter]:
     """Well-formed records, and the counts of lines/records skipped while reading, by reason."""
+    records, skipped = load_json_records(path)
+    kept = []
+    for record in records:
+        problem = record_problem(record)
+        if problem:
+            skipped[problem] += 1
+        else:
+            kept.append(record)
+    return kept, skipped
+
+
+def load_json_records(path: str | Path) -> tuple[list, Counter]:
+    """The records of a LLaVA-format file (a JSON list, or JSONL whatever its name), unchecked, and the lines
+    skipped as invalid JSON: the one reader of these files, for training and for mining's image lists."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: dataset file not found")
@@ -93,14 +107,7 @@ def read_records(path: str | Path) -> tuple[list[dict], Counter]:
                 keys = f" with keys {sorted(records)[:5]}" if isinstance(records, dict) else ""
                 raise DataFormatError(f"{path}: expected a JSON list or JSONL of records, got a top-level "
                                       f"{type(records).__name__}{keys}")
-    kept = []
-    for record in records:
-        problem = record_problem(record)
-        if problem:
-            skipped[problem] += 1
-        else:
-            kept.append(record)
-    return kept, skipped
+    return records, skipped
 
 
 def mix(sources: list[Source], seed: int) -> tuple[list[tuple[dict, int]], Counter]:

@@ -367,8 +367,11 @@ def corpus() -> list[str]:
     return texts + ["(a)", "(b)", CAPTION_PROMPT]
 
 
+PROG = "python -m mof.data.synthetic"  # the usage line says the command a user types, not the file name
+
+
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
     p.add_argument("--pairs-per-pattern", type=int, default=150)
     p.add_argument("--seed", type=int, default=0)

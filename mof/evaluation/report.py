@@ -41,7 +41,10 @@ def read_results(folder: str | Path) -> dict:
 
 
 def _label(results: dict) -> str:
-    return results.get("name") or Path(str(results.get("checkpoint") or results.get("rescored_from") or "?")).name
+    """What a figure or table calls a system: its given name, else its checkpoint's folder (a run's `export/` is
+    called by its run)."""
+    path = Path(str(results.get("checkpoint") or results.get("rescored_from") or "?"))
+    return results.get("name") or (path.parent.name if path.name in ("export", "predictions.jsonl") else path.name)
 
 
 def pearson(x: list[float], y: list[float]) -> float:
@@ -124,6 +127,14 @@ def plot(all_results: list[dict], path: Path) -> Path | None:
     ax.set_ylim(0, 100)
     ax.axhline(25.0, color="gray", linestyle="--", linewidth=0.8, label="chance (25%)")
     ax.legend(fontsize=8)
+    if k == 1:  # one system: its overall score in the title, and a warning when its answers say nothing
+        r = all_results[0]
+        primary = metric_names(r)[0]
+        score = f": {primary.replace('_', ' ')} {r[primary]:.1f}%" if isinstance(r.get(primary), (int, float)) else ""
+        ax.set_title(f"{_label(r)} on {r.get('benchmark', '?')}{score}"
+                     + (f"\n({r['degenerate']})" if r.get("degenerate") else ""), fontsize=10)
+    else:
+        ax.set_title("per-pattern pair accuracy", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -16,9 +16,9 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.images import ImageError, decode_image
 from .embedders import Embedder
 from .sources import ImageRef
 
@@ -42,13 +42,14 @@ class Shards(Dataset):
         shard = self.pending[k]
         images, ids, hashes, skipped = [], [], [], Counter()
         for ref in self.refs[shard * self.shard_size:(shard + 1) * self.shard_size]:
-            try:
+            try:  # decoded as training decodes: EXIF, alpha, size limits checked before decoding
                 data = ref.read_bytes()
-                img = Image.open(io.BytesIO(data))
-                img.load()
-                images.append(img.convert("RGB"))
+                images.append(decode_image(io.BytesIO(data), ref.id))
             except FileNotFoundError:
                 skipped["missing"] += 1
+                continue
+            except ImageError as e:
+                skipped["too_large" if e.reason == "image_too_large" else "unreadable"] += 1
                 continue
             except Exception:  # noqa: BLE001 - any undecodable file is skipped and counted
                 skipped["unreadable"] += 1

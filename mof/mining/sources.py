@@ -4,13 +4,15 @@ fields), or webdataset tar shards (img2dataset's layout for LAION), read by stre
 from __future__ import annotations
 
 import io
-import json
 import tarfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
+from ..data.images import ImageError, decode_image
+from ..data.records import load_json_records
 from ..errors import MofError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -38,26 +40,28 @@ class ImageRef:
             return f.read(self.size)
 
     def open(self) -> Image.Image:
-        img = Image.open(io.BytesIO(self.read_bytes()))
-        img.load()
-        return img.convert("RGB")
+        """Decoded as training decodes (EXIF orientation, alpha over white, size limits before decoding). For the
+        outputs of images already embedded: one that is gone or changed since is a one-line error."""
+        try:
+            return decode_image(io.BytesIO(self.read_bytes()), self.id)
+        except (OSError, ImageError) as e:
+            raise SourceError(f"images: {self.id} cannot be read any more ({e}); was it moved or replaced since "
+                              "it was embedded?") from None
 
 
 def list_images(spec: str, image_root: str | None = None) -> list[ImageRef]:
     """Every image `spec` names, in a stable order."""
     path = Path(spec)
-    if path.is_dir():
-        tars = sorted(path.glob("*.tar"))
-        if tars:
-            return [ref for tar in tars for ref in _tar_images(tar)]
-        return [ImageRef(str(p), str(p)) for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if path.is_dir():  # read whole: the images of its .tar shards, then the image files in it
+        tars = [ref for tar in sorted(path.glob("*.tar")) for ref in _tar_images(tar)]
+        return tars + [ImageRef(str(p), str(p)) for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
     if not path.is_file():
         raise SourceError(f"images: {spec} is neither a folder nor a file; expected a folder, a .txt of paths, a "
                           "LLaVA .json/.jsonl, or .tar shards")
     if path.suffix == ".tar":
         return _tar_images(path)
     if path.suffix == ".txt":
-        lines = [x.strip() for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        lines = [x.strip() for x in _text(path).splitlines() if x.strip()]
         return [ImageRef(p, str(_resolve(p, image_root or path.parent))) for p in lines]
     if path.suffix in (".json", ".jsonl"):
         return _llava_images(path, Path(image_root) if image_root else path.parent)
@@ -68,20 +72,32 @@ def _resolve(p: str, root) -> Path:
     return Path(p) if Path(p).is_absolute() else Path(root) / p
 
 
+def _text(path: Path, encoding: str = "utf-8") -> str:
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError as e:
+        raise SourceError(f"{path}: not UTF-8 text (byte {e.start}); expected one image path per line") from None
+
+
 def _tar_images(tar_path: Path) -> list[ImageRef]:
-    with tarfile.open(tar_path) as tar:
-        return [ImageRef(f"{tar_path.name}/{m.name}", str(tar_path), m.offset_data, m.size) for m in tar
-                if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES]
+    try:
+        with tarfile.open(tar_path) as tar:
+            members = [m for m in tar if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES]
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise SourceError(f"{tar_path}: not a readable tar shard ({type(e).__name__}: {e})") from None
+    counts = Counter(m.name for m in members)
+    repeated = [name for name, n in counts.items() if n > 1]
+    if repeated:  # an image's id is shard/name: two members of one name would share it
+        raise SourceError(f"{tar_path}: member {repeated[0]!r} appears {counts[repeated[0]]} times; each image in a "
+                          "shard needs its own name")
+    return [ImageRef(f"{tar_path.name}/{m.name}", str(tar_path), m.offset_data, m.size) for m in members]
 
 
 def _llava_images(path: Path, root: Path) -> list[ImageRef]:
-    text = path.read_text(encoding="utf-8-sig")
-    try:
-        records = [json.loads(x) for x in text.splitlines() if x.strip()] if path.suffix == ".jsonl" else json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SourceError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    """The images a LLaVA-format file names (read by training's reader; records need no conversation here)."""
+    records, _ = load_json_records(path)
     seen, refs = set(), []
-    for r in records if isinstance(records, list) else []:
+    for r in records:
         image = r.get("image") if isinstance(r, dict) else None
         if isinstance(image, str) and image not in seen:
             seen.add(image)

@@ -93,6 +93,40 @@ class GracefulStop(MofError):
         self.reason, self.checkpoint, self.step = reason, checkpoint, step
 
 
+class StepProgressBar(pl.callbacks.TQDMProgressBar):
+    """One bar for the whole run, where Lightning's starts again each epoch: optimizer steps done of all of them,
+    elapsed and remaining time, the epoch (counted from 1) and the loss, in 80 columns."""
+
+    BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}]{postfix}"
+    COLUMNS = 80
+
+    def init_train_tqdm(self):
+        bar = super().init_train_tqdm()
+        bar.bar_format, bar.dynamic_ncols, bar.ncols = self.BAR_FORMAT, False, self.COLUMNS
+        return bar
+
+    def on_train_start(self, trainer, pl_module):
+        super().on_train_start(trainer, pl_module)
+        bar = self.train_progress_bar
+        bar.reset(total=int(trainer.estimated_stepping_batches))
+        bar.n = bar.initial = trainer.global_step  # a resumed run starts where it stopped
+
+    def on_train_epoch_start(self, trainer, *_):
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        self.train_progress_bar.set_description(f"epoch {trainer.current_epoch + 1}" + (f"/{epochs}" if epochs else ""))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        bar = self.train_progress_bar
+        if self._should_update(trainer.global_step, bar.total):
+            bar.n = trainer.global_step
+            loss = trainer.progress_bar_metrics.get("train/loss")
+            bar.set_postfix_str(f"loss {loss:.3f}" if loss is not None else "", refresh=False)
+            bar.refresh()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        pass  # the bar goes on into the next epoch
+
+
 class LastCheckpoint(pl.callbacks.ModelCheckpoint):
     """`last.ckpt` every `checkpoint.every_n_train_steps` steps and at the end of training, so that a longer run
     continues from the final state (Lightning saves it at the end only when it never did during the run). Replaced

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import traceback
+import uuid
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -22,7 +23,7 @@ from ..evaluation.benchmarks import get_benchmark
 from ..evaluation.loading import load_for_evaluation
 from ..evaluation.run import evaluate_benchmark
 from ..errors import ConfigError, MofError, exit_with, refuse_finished
-from .callbacks import GracefulStop, GradNormMonitor, KeptCheckpoints, LastCheckpoint, SkippedSamples, StopAndSave, ThroughputMonitor, ZeroPartitionReport
+from .callbacks import GracefulStop, GradNormMonitor, KeptCheckpoints, LastCheckpoint, SkippedSamples, StepProgressBar, StopAndSave, ThroughputMonitor, ZeroPartitionReport
 from .config_check import validate
 from .deepspeed_strategy import gathered_params
 from .from_config import build_model_from_cfg, model_config_from, run_info
@@ -55,10 +56,18 @@ def _multirun():
     return hc if hc is not None and hc.mode is not None and hc.mode.name == "MULTIRUN" else None
 
 
-def _logger(cfg):
+WANDB_ID = "wandb_run_id"  # in the run directory: a resumed run logs into the same wandb run
+
+
+def _logger(cfg, run_dir: Path):
     if not cfg.get("logger"):
         return False
     kwargs = {}
+    if "WandbLogger" in cfg.logger.get("_target_", ""):  # one tracker run per run, resumes included
+        id_file = run_dir / WANDB_ID
+        if not id_file.is_file():
+            id_file.write_text(uuid.uuid4().hex[:12])
+        kwargs.update(id=id_file.read_text().strip(), resume="allow")
     sweep = _multirun()
     if "WandbLogger" in cfg.logger.get("_target_", "") and sweep is not None:
         kwargs["name"] = f"{cfg.task_name}-{sweep.job.num}"
@@ -79,25 +88,27 @@ def train(cfg: DictConfig) -> dict:
                           run_info(cfg, model_config, datamodule.image_processor))
     read_skipped = datamodule.dataset.read_skipped
     skipped = SkippedSamples(read_skipped, len(datamodule.dataset) + sum(read_skipped.values()))
-    logger = _logger(cfg)
+    logger = _logger(cfg, run_dir)
     trainer = build_trainer(cfg, run_dir, skipped, logger)
     if trainer.is_global_zero:
         (run_dir / "parameters.txt").write_text(log_parameter_report(model) + "\n")
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume(cfg.resume, run_dir), weights_only=True)
-    except GracefulStop as stop:
-        if stop.reason != "stop_at_step":
-            raise  # preempted: the checkpoint is written, the exit status says the run is not finished
-        log.info("%s", stop)
-        return _metrics(trainer, skipped)  # a chunk of a run: no export yet
-    check_trained(cfg, module, skipped)
-    metrics = _metrics(trainer, skipped)
-    metrics.update(export_and_evaluate(cfg, trainer, module, tokenizer, datamodule.image_processor, run_dir, logger))
-    if logger and hasattr(logger, "experiment") and "Wandb" in type(logger).__name__:
-        import wandb
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume(cfg.resume, run_dir), weights_only=True)
+        except GracefulStop as stop:
+            if stop.reason != "stop_at_step":
+                raise  # preempted: the checkpoint is written, the exit status says the run is not finished
+            log.info("%s", stop)
+            return _metrics(trainer, skipped)  # a chunk of a run: no export yet
+        check_trained(cfg, module, skipped)
+        metrics = _metrics(trainer, skipped)
+        metrics.update(export_and_evaluate(cfg, trainer, module, tokenizer, datamodule.image_processor, run_dir, logger))
+        return metrics
+    finally:  # however the run ends: a resumed run opens the same wandb run again, which must be closed
+        if logger and "Wandb" in type(logger).__name__ and getattr(logger, "_experiment", None) is not None:
+            import wandb
 
-        wandb.finish()
-    return metrics
+            wandb.finish()
 
 
 def claim_run_dir(cfg) -> Path:
@@ -140,6 +151,8 @@ def build_trainer(cfg, run_dir: Path, skipped: SkippedSamples, logger) -> pl.Tra
     if logger:
         callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="step"))
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if tcfg.get("enable_progress_bar", True):
+        callbacks.append(StepProgressBar())
     tcfg.pop("precision")
     tcfg["accelerator"] = accelerator
     if tcfg.get("limit_train_batches") is None:
@@ -239,5 +252,17 @@ def run(cfg: DictConfig):
         log.error("job failed: %s", e)
         (Path(cfg.paths.output_dir) / "error.txt").write_text(traceback.format_exc())
         return math.nan
+    print_outputs(cfg)
     value = metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
     return value
+
+
+def print_outputs(cfg) -> None:
+    """Where a finished run put what it made (stdout: results only)."""
+    run_dir = Path(cfg.paths.output_dir)
+    made = [name for name in ("export", "checkpoints/last.ckpt", *sorted(p.name + "/results.json" for p in run_dir.glob("eval_*")))
+            if (run_dir / name).exists()]
+    print(f"run: {run_dir}" + (f" ({', '.join(made)})" if made else ""))
+    offline = sorted((run_dir / "wandb").glob("offline-run-*"))
+    if offline:
+        print(f"wandb (offline): {offline[-1]}; upload it with: wandb sync {offline[-1]}")
