@@ -889,3 +889,43 @@ def test_correct_result_mined_images_decode_as_training_decodes(tmp_path):
     (tmp_path / "alpha.png").unlink()  # gone between embedding and writing the review: one line, not a traceback
     with pytest.raises(SourceError, match=r"alpha.png cannot be read any more"):
         refs["alpha.png"].open()
+
+
+# ----------------------------------------------------------------------------- 17. benchmark CSVs of any shape
+def vlm(root: Path, text: bytes):
+    (root / "MMVP_VLM_Images").mkdir(parents=True, exist_ok=True)
+    (root / "Questions.csv").write_bytes(text)
+    return root
+
+
+@pytest.mark.parametrize("text,message", [
+    (b"", r"Questions.csv: empty; expected 3 columns"),
+    (b"Question ID,Type,Statement\n1,Orientation,a\n2,Orientation\n", r"Questions.csv:3: 2 values for 3 columns"),
+    (b"Question ID,Type,Statement\n1,Orientation,\xff\xfe\n", r"Questions.csv: not UTF-8 text"),
+    (b"Question ID,Type,Statement\n1,Orientation,\"" + b"x" * 200_000 + b"\"\n", r"Questions.csv:\d+: not readable as CSV"),
+    (b"Question ID,Type,Statement\n1,Orientation,a\n2,Orientation,b\n3,Orientation,c\n",
+     r"3 statements; expected pairs"),  # before: the last statement silently dropped
+], ids=["clean_error-vlm_empty_file", "clean_error-vlm_short_row", "clean_error-vlm_not_utf8",
+        "clean_error-vlm_huge_field", "clean_error-vlm_odd_statements"])
+def test_clean_error_mmvp_vlm_csv(tmp_path, text, message):
+    from mof.evaluation.benchmarks.mmvp_vlm import load_vlm_questions
+
+    with pytest.raises(BenchmarkFormatError, match=message):
+        load_vlm_questions(vlm(tmp_path, text))
+
+
+@pytest.mark.parametrize("text,message", [
+    (b"Index,Question,Options,Correct Answer\n1,q,\"(a) x (b) y\",(a)\n2,q,\xff,(b)\n", r"Questions.csv: not UTF-8"),
+    (b"Index,Question,Options,Correct Answer\n1,q,\"" + b"x" * 200_000 + b"\",(a)\n", r"not readable as CSV"),
+    (b"Index,Question,Options,Correct Answer\n1,q,\"(a) x (b) y\"\n", r"Questions.csv:2: 3 values for 4 columns"),
+], ids=["clean_error-mmvp_not_utf8", "clean_error-mmvp_huge_field", "clean_error-mmvp_short_row"])
+def test_clean_error_mmvp_csv(tmp_path, text, message):
+    (tmp_path / "MMVP Images").mkdir()
+    (tmp_path / "Questions.csv").write_bytes(text)
+    with pytest.raises(BenchmarkFormatError, match=message):
+        load_mmvp(tmp_path)
+
+
+def test_correct_result_mmvp_row_with_trailing_empty_cells(tmp_path):
+    root = mmvp(tmp_path, [[1, "q", OPT, "(a)", ""], [2, "q", OPT, "(b)", ""]])
+    assert [q.answer for q in load_mmvp(root)[0]] == ["(a)", "(b)"]

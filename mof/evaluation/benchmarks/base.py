@@ -3,6 +3,8 @@ predictions score, and which of the scores is the primary metric. Benchmarks are
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,3 +80,28 @@ def find_layout(root: str | Path, name: str, image_dirs: tuple, layout: str) -> 
     if image_dir is None:
         raise BenchmarkFormatError(f"{name}: no '{image_dirs[0]}' folder in {root}\n{layout}")
     return csv_path, image_dir
+
+
+def csv_records(path: Path, what: str) -> tuple[list[str], list[tuple[int, dict]]]:
+    """`(header, [(line, {column: value})])` of a benchmark's CSV, every value stripped. Whatever is wrong with the
+    file (not UTF-8, a field over the csv module's limit, a row with more or fewer values than the header, no header)
+    is one `BenchmarkFormatError` naming the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise BenchmarkFormatError(f"{path}: not UTF-8 text (invalid byte at offset {e.start}); expected {what}") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    except csv.Error as e:
+        raise BenchmarkFormatError(f"{path}:{reader.line_num}: not readable as CSV ({e}); expected {what}") from None
+    if not rows:
+        raise BenchmarkFormatError(f"{path}: empty; expected {what}")
+    header = [c.strip() for c in rows[0][1]]
+    records = []
+    for line, row in rows[1:]:
+        if len(row) < len(header) or any(cell.strip() for cell in row[len(header):]):  # trailing empty cells: fine
+            raise BenchmarkFormatError(f"{path}:{line}: {len(row)} values for {len(header)} columns ({', '.join(header)})")
+        records.append((line, {k: v.strip() for k, v in zip(header, row)}))
+    return header, records

@@ -11,7 +11,7 @@ from pathlib import Path
 from ...data.patterns import PATTERNS, canonical_pattern
 from ...data.prompts import format_mcq_prompt, instruction
 from ..scoring import parse_response, score
-from .base import Benchmark, BenchmarkFormatError, Item, find_layout
+from .base import Benchmark, BenchmarkFormatError, Item, csv_records, find_layout
 
 REQUIRED_COLUMNS = ("Index", "Question", "Options", "Correct Answer")
 IMAGE_DIRS = ("MMVP Images", "images")
@@ -56,14 +56,12 @@ class Question:
 
 
 def read_rows(csv_path: Path) -> list[dict]:
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-        if missing:
-            raise BenchmarkFormatError(f"{csv_path}: missing columns {missing}; found {columns}; "
-                                       f"expected {list(REQUIRED_COLUMNS)} (+ optional Pattern)")
-        return [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    expected = f"the columns {', '.join(REQUIRED_COLUMNS)} (+ optional Pattern)"
+    columns, records = csv_records(csv_path, expected)
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise BenchmarkFormatError(f"{csv_path}: missing columns {missing}; found {columns}; expected {expected}")
+    return [row for _, row in records]
 
 
 def check_indices(csv_path: Path, indices: list[int]) -> None:
@@ -120,21 +118,20 @@ def read_pattern_map(path: str | Path) -> dict[int, str]:
     path = Path(path)
     if not path.is_file():
         raise BenchmarkFormatError(f"benchmark.patterns: no file at {path}; expected a CSV with columns Index,Pattern")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        if [c.strip() for c in reader.fieldnames or []][:2] != ["Index", "Pattern"]:
-            raise BenchmarkFormatError(f"{path}: expected the columns Index,Pattern, found {reader.fieldnames}")
-        out = {}
-        for line, row in enumerate(reader, 2):
-            try:
-                index = int(row["Index"])
-            except (TypeError, ValueError):
-                raise BenchmarkFormatError(f"{path}:{line}: Index {row['Index']!r} is not a number") from None
-            pattern = canonical_pattern(row["Pattern"] or "")
-            if pattern not in PATTERNS:
-                raise BenchmarkFormatError(f"{path}:{line}: unknown pattern {row['Pattern']!r}; expected one of "
-                                           f"{', '.join(PATTERNS)}")
-            out[index] = pattern
+    columns, records = csv_records(path, "the columns Index,Pattern")
+    if columns[:2] != ["Index", "Pattern"]:
+        raise BenchmarkFormatError(f"{path}: expected the columns Index,Pattern, found {columns}")
+    out = {}
+    for line, row in records:
+        try:
+            index = int(row["Index"])
+        except (TypeError, ValueError):
+            raise BenchmarkFormatError(f"{path}:{line}: Index {row['Index']!r} is not a number") from None
+        pattern = canonical_pattern(row["Pattern"] or "")
+        if pattern not in PATTERNS:
+            raise BenchmarkFormatError(f"{path}:{line}: unknown pattern {row['Pattern']!r}; expected one of "
+                                       f"{', '.join(PATTERNS)}")
+        out[index] = pattern
     return out
 
 

@@ -9,7 +9,6 @@ counts if both do. Any HF dual encoder (`CLIPModel`, `SiglipModel`) works, with 
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 
 from ...data.images import ImageError, load_image
 from ...model.weights import require_available
-from .base import Benchmark, BenchmarkFormatError, find_layout
+from .base import Benchmark, BenchmarkFormatError, csv_records, find_layout
 from ...data.patterns import PATTERNS, canonical_pattern
 from ..report import print_summary, write_report
 
@@ -30,16 +29,17 @@ LAYOUT = ("expected:\n  DIR/Questions.csv   (columns: question id, type, stateme
 
 def load_vlm_questions(root: Path) -> tuple[list[dict], Path]:
     csv_path, image_dir = find_layout(root, "MMVP-VLM", IMAGE_DIRS, LAYOUT)
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
-    header, body = rows[0], rows[1:]
+    header, records = csv_records(csv_path, "3 columns (question id, type, statement)")
     if len(header) != 3:
         raise BenchmarkFormatError(f"{csv_path}: expected 3 columns (question id, type, statement), found {header}")
     out = []
-    for line, (qid, kind, statement) in enumerate(body, 2):
-        if not qid.strip().isdigit():
+    for line, row in records:
+        qid, kind, statement = row.values()
+        if not qid.isdigit():
             raise BenchmarkFormatError(f"{csv_path}:{line}: question id {qid!r} is not a number")
-        out.append({"id": int(qid), "type": kind.strip(), "statement": statement.strip()})
+        out.append({"id": int(qid), "type": kind, "statement": statement})
+    if len(out) % 2:  # statements come in pairs, one per image: a last one alone would be dropped
+        raise BenchmarkFormatError(f"{csv_path}: {len(out)} statements; expected pairs (an even number)")
     return out, image_dir
 
 
