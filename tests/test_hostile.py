@@ -610,6 +610,45 @@ def test_clean_error_model_folder_with_auto_map_runs_no_code(tmp_path, data_dir)
     assert not marker.exists()
 
 
+class _Marker:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def _pickle_weights_folder(tmp_path, marker):
+    """The shipped tiny CLIP with its weights as a `pytorch_model.bin` that also holds a pickled object."""
+    import shutil
+
+    from safetensors.torch import load_file as load_safetensors
+
+    from mof.model.presets import TINY_ENCODERS
+
+    folder = tmp_path / "pickled-clip"
+    shutil.copytree(TINY_ENCODERS["clip"], folder)
+    state = load_safetensors(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    torch.save({**state, "evil": _Marker(marker)}, folder / "pytorch_model.bin")
+    return folder
+
+
+def test_clean_error_pickle_weights_in_a_model_folder_run_no_code(tmp_path, data_dir):
+    """Before: transformers' weights-only refusal surfaced as a traceback with advice to load the file unsafely."""
+    from mof.mining.embedders import Embedder
+    from mof.model.weights import PickleWeightsError
+
+    marker = tmp_path / "PWNED"
+    folder = _pickle_weights_folder(tmp_path, marker)
+    proc = run_script(["evaluate.py", "benchmark=synthetic_vlm", f"checkpoint={folder}", f"hydra.run.dir={tmp_path / 'ev'}",
+                       f"paths.data_dir={data_dir}", *SMALL_BENCH], check=False)
+    assert "pickled-clip: refused to load its weights: a pickle file holding Python objects" in one_line_error(proc)
+    with pytest.raises(PickleWeightsError, match="pickled-clip: refused to load its weights"):
+        Embedder(str(folder))  # mine.py's encoders
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("name", ["mmvp_vlm", "synthetic_vlm"])
 def test_clean_error_evaluate_after_a_clip_benchmark_is_refused_before_training(tmp_path, data_dir, name):
     """MMVP-VLM scores a CLIP-like model, not the trained MLLM: refused at the config check, not after training."""

@@ -14,6 +14,7 @@ from ..checkpoints.rebuild import rebuild_from_checkpoint
 from ..data.images import PROCESSOR_FILE, MofImageProcessor
 from ..data.tokenizer import load_tokenizer
 from ..model import MofForConditionalGeneration
+from ..model.weights import refused_pickles
 
 
 @dataclass
@@ -25,7 +26,8 @@ class Loaded:
 
 
 def _from_export(path: Path) -> Loaded:
-    model = MofForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
+    with refused_pickles(path):
+        model = MofForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
     tokenizer = load_tokenizer(str(path))
     processor = (MofImageProcessor.from_pretrained(path) if (path / PROCESSOR_FILE).exists()
                  else MofImageProcessor.from_model_config(model.config))

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import MofError
-from ..model.weights import require_available
+from ..model.weights import refused_pickles, require_available
 
 
 class EncoderError(MofError, ValueError):
@@ -43,7 +43,8 @@ class Embedder(torch.nn.Module):
         if kind not in EMBEDDINGS:
             raise EncoderError(f"encoders: {ref} is a {kind!r} model; known families: {', '.join(EMBEDDINGS)}")
         self.ref, self.kind, self.rule = ref, kind, EMBEDDINGS[kind]
-        self.model = AutoModel.from_pretrained(ref).eval().requires_grad_(False)
+        with refused_pickles(ref):
+            self.model = AutoModel.from_pretrained(ref).eval().requires_grad_(False)
         self.processor = AutoImageProcessor.from_pretrained(ref)
 
     def pixels(self, images) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 from transformers import LlavaForConditionalGeneration
 
 from .configuration_mof import MofConfig
-from .weights import require_available
+from .weights import refused_pickles, require_available
 
 # llava-hf key prefix -> MoF key prefix
 _KEY_MAP = (
@@ -57,7 +57,8 @@ def from_llava(cls, llava, extra_encoders: list[dict] | None = None, fusion: str
     """`llava` is a `LlavaForConditionalGeneration` or a path/hub id of one."""
     if isinstance(llava, str):
         require_available(llava)
-        llava = LlavaForConditionalGeneration.from_pretrained(llava, dtype=torch.float32)
+        with refused_pickles(llava):
+            llava = LlavaForConditionalGeneration.from_pretrained(llava, dtype=torch.float32)
     config = llava_to_mof_config(llava.config, extra_encoders, fusion, **kwargs)
     model = cls(config)
     state = {}

@@ -14,7 +14,7 @@ from .configuration_mof import MofConfig
 from .llava_interop import from_llava
 from .loss import causal_lm_loss
 from .vision_encoders import VisionEncoder
-from .weights import require_available
+from .weights import refused_pickles, require_available
 
 
 class MofPreTrainedModel(PreTrainedModel):
@@ -167,7 +167,8 @@ class MofForConditionalGeneration(MofPreTrainedModel, GenerationMixin):
             frozen = self.vision_encoders[i].is_frozen
             self.model.vision_encoders[i] = VisionEncoder.from_pretrained(specs[i], **kwargs).set_trainable(not frozen)
         if llm and self.config.text_pretrained:
-            causal_lm = AutoModelForCausalLM.from_pretrained(self.config.text_pretrained, **kwargs)
+            with refused_pickles(self.config.text_pretrained):
+                causal_lm = AutoModelForCausalLM.from_pretrained(self.config.text_pretrained, **kwargs)
             self.model.language_model = causal_lm.get_decoder()
             self.lm_head = causal_lm.get_output_embeddings()
             self.config.text_config = causal_lm.config

@@ -20,6 +20,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel
 
 from ..errors import MofError, unknown
+from .weights import refused_pickles
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -239,8 +240,9 @@ class VisionEncoder(nn.Module):
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the load report lists every unused weight as UNEXPECTED
         try:
-            tower, info = AutoModel.from_pretrained(spec.pretrained, config=spec.build_tower_config(),
-                                                    output_loading_info=True, **kwargs)
+            with refused_pickles(spec.pretrained):
+                tower, info = AutoModel.from_pretrained(spec.pretrained, config=spec.build_tower_config(),
+                                                        output_loading_info=True, **kwargs)
         finally:
             hf_logging.set_verbosity(verbosity)
         if info.get("missing_keys"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -55,3 +56,22 @@ def refuse_remote_code(config_json: Path, ref: str) -> None:
     if isinstance(config, dict) and config.get("auto_map"):
         raise RemoteCodeError(f"{config_json}: names its own code (auto_map: {sorted(config['auto_map'])}); mof never "
                               "runs code from a model folder (trust_remote_code is never set)")
+
+
+class PickleWeightsError(MofError, ValueError):
+    pass
+
+
+@contextlib.contextmanager
+def refused_pickles(ref):
+    """Around a `from_pretrained` of a folder from elsewhere: transformers reads `.bin` weights with
+    `weights_only=True`, so a pickle holding Python objects runs nothing, but fails with a page of advice to
+    re-run it unsafely. mof says it in one line instead, naming the folder."""
+    import pickle
+
+    try:
+        yield
+    except pickle.UnpicklingError as e:
+        detail = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), "")
+        raise PickleWeightsError(f"{ref}: refused to load its weights: a pickle file holding Python objects that could "
+                                 f"run code ({detail or 'not plain tensors'}); only tensors are read") from None

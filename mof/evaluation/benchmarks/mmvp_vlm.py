@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ...data.images import ImageError, load_image
-from ...model.weights import require_available
+from ...model.weights import refused_pickles, require_available
 from .base import Benchmark, BenchmarkFormatError, csv_records, find_layout
 from ...data.patterns import PATTERNS, canonical_pattern
 from ..report import print_summary, write_report
@@ -47,7 +47,8 @@ def _load_model(checkpoint: str, device):
     from transformers import AutoModel, AutoProcessor, AutoTokenizer
 
     require_available(checkpoint)
-    model = AutoModel.from_pretrained(checkpoint).to(device).eval()
+    with refused_pickles(checkpoint):
+        model = AutoModel.from_pretrained(checkpoint).to(device).eval()
     try:
         processor = AutoProcessor.from_pretrained(checkpoint)
         return model, processor.tokenizer, processor.image_processor
