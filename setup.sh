@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Creates .venv and installs mof with everything it needs (CPU torch first, so that nothing pulls CUDA wheels).
+# Creates .venv and installs mof with everything it needs. torch first, so that no other package picks its build;
+# pip takes the build it finds (the CPU one on this project's machines; PyPI's Linux wheel is the CUDA build), and
+# the last lines say which one it got and what to run next.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -13,3 +15,5 @@ python -m pip install -q -e ".[test,tune,lmms-eval,mining]"
 # lmms-eval without its requirements: they include torchvision, which has no CPU build beside torch's CPU wheel
 # (and pulls a CUDA torch); what mof's lmms-eval model needs is in the extra above.
 python -m pip install -q --no-deps "lmms-eval==0.7.3"
+python -c "import torch; print(f'setup.sh: .venv holds torch {torch.__version__}, ' + (f'a CUDA {torch.version.cuda} build' if torch.version.cuda else 'a CPU build'))"
+echo "setup.sh: next, .venv/bin/python train.py debug=fast_dev_run (one batch, under a minute), then .venv/bin/python train.py"

@@ -968,3 +968,21 @@ def test_clean_error_mmvp_csv(tmp_path, text, message):
 def test_correct_result_mmvp_row_with_trailing_empty_cells(tmp_path):
     root = mmvp(tmp_path, [[1, "q", OPT, "(a)", ""], [2, "q", OPT, "(b)", ""]])
     assert [q.answer for q in load_mmvp(root)[0]] == ["(a)", "(b)"]
+
+
+# ----------------------------------------------------------------------------- 18. a sweep's study that cannot be continued
+@pytest.mark.parametrize("case,message", [
+    ("corrupt", r"hydra.sweeper.storage: sqlite:///.*optuna.db is not a readable Optuna database \(DatabaseError\)"),
+    ("minimize", r"hydra.sweeper.direction: 'maximize', but the study 'train' in .* was created to minimize"),
+], ids=["clean_error-corrupt_optuna_db", "clean_error-study_stored_as_minimize"])
+def test_clean_error_sweep_study_that_cannot_be_continued(tmp_path, case, message):
+    """Before: a SQLAlchemy traceback; and a study stored as minimise was continued as one (its best, the worst)."""
+    if case == "corrupt":
+        (tmp_path / "optuna.db").write_bytes(b"not a database " * 200)
+    else:
+        import optuna
+
+        optuna.create_study(study_name="train", storage=f"sqlite:///{tmp_path}/optuna.db", direction="minimize")
+    proc = run_script(["train.py", "-m", "hparams_search=amof_alpha", "logger=none", f"hydra.sweep.dir={tmp_path}"],
+                      check=False)
+    assert re.search(message, one_line_error(proc)) and not (tmp_path / "0").exists()  # no job ran

@@ -27,19 +27,27 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
+from mof.errors import MofError, exit_with
+
 log = logging.getLogger(__name__)
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
 
 
-class StudyMismatchError(ValueError):
-    """The study stored under this name optimises in the other direction."""
+class StudyMismatchError(MofError, ValueError):
+    """The study stored under this name optimises in the other direction, or its storage cannot be read."""
 
 
 def open_study(name: str, storage: str | None, direction: str, seed: int = 0) -> optuna.Study:
     """The study `name` in `storage`, created if new. Optuna loads a stored study whatever `direction` says, so a
     study stored as "minimize" would be continued as one, its best trial the worst: refused instead."""
-    study = optuna.create_study(study_name=name, storage=storage, direction=direction,
-                                sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+    from sqlalchemy.exc import SQLAlchemyError  # optuna's storage layer
+
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction=direction,
+                                    sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+    except SQLAlchemyError as e:
+        raise StudyMismatchError(f"hydra.sweeper.storage: {storage} is not a readable Optuna database "
+                                 f"({type(e).__name__}); move it away to start a new study, or name another storage") from None
     stored = study.direction.name.lower()
     if stored != direction:
         raise StudyMismatchError(f"hydra.sweeper.direction: {direction!r}, but the study {name!r} in {storage} was "
@@ -90,7 +98,10 @@ class MofOptunaSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        study = open_study(self.study_name, self.storage, self.direction, self.seed)
+        try:
+            study = open_study(self.study_name, self.storage, self.direction, self.seed)
+        except MofError as e:
+            exit_with(e)  # one line, exit status 2, as every mof command
         done = sum(t.state in FINISHED for t in study.trials)
         log.info("study %r in %s: %d of %d trials finished", self.study_name, self.storage, done, self.n_trials)
         while done < self.n_trials:
