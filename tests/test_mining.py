@@ -197,7 +197,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, data_dir):
     proc = run_script(["mine.py", f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'b'}",
                        f"images={tmp_path / 'imgs'}", f"encoders.clip={tokenizer_dir}", "trainer.accelerator=cpu"],
                       check=False)
-    assert proc.returncode == 2 and "is a 'llama' model; known families: clip, siglip" in proc.stderr
+    assert proc.returncode == 2 and "unknown model family 'llama'; known: clip, dinov2" in proc.stderr
 
 
 def test_encoders_tiny_as_the_readme_writes_it_mines_with_the_shipped_encoders(tmp_path, data_dir):

@@ -1,6 +1,7 @@
 """One image embedding per model family, as the paper takes it: CLIP's projected image embedding
-(`get_image_features`), DINOv2's final CLS token (`pooler_output`); both L2-normalised. A family is one function
-and one entry in `EMBEDDINGS` (keyed by the model's `model_type`)."""
+(`get_image_features`), DINOv2's final CLS token (`pooler_output`); both L2-normalised. Which one a family uses is
+its `image_embedding` in the model's encoder registry (`mof.model.vision_encoders.ENCODER_FAMILIES`), the one home
+of what each family is."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import MofError
+from ..model.vision_encoders import family_of_hub_model
 from ..model.weights import refused_pickles, require_available
 
 
@@ -26,8 +28,7 @@ def _cls(model, pixel_values):  # DINOv2 (with or without registers): the final 
     return model(pixel_values=pixel_values).pooler_output
 
 
-EMBEDDINGS = {"clip": _projected, "siglip": _projected, "siglip2": _projected, "dinov2": _cls,
-              "dinov2_with_registers": _cls}
+EMBEDDINGS = {"projected": _projected, "cls": _cls}  # by EncoderFamily.image_embedding
 
 
 class Embedder(torch.nn.Module):
@@ -40,9 +41,11 @@ class Embedder(torch.nn.Module):
         if not Path(ref).is_dir():
             require_available(ref)
         kind = AutoConfig.from_pretrained(ref).model_type
-        if kind not in EMBEDDINGS:
-            raise EncoderError(f"encoders: {ref} is a {kind!r} model; known families: {', '.join(EMBEDDINGS)}")
-        self.ref, self.kind, self.rule = ref, kind, EMBEDDINGS[kind]
+        try:
+            family = family_of_hub_model(kind)
+        except ValueError as e:
+            raise EncoderError(f"{e} ({ref})") from None
+        self.ref, self.kind, self.rule = ref, kind, EMBEDDINGS[family.image_embedding]
         with refused_pickles(ref):
             self.model = AutoModel.from_pretrained(ref).eval().requires_grad_(False)
         self.processor = AutoImageProcessor.from_pretrained(ref)

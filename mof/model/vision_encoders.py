@@ -45,24 +45,38 @@ class EncoderFamily:
     interpolates_always: bool = False  # DINOv2 resizes its position embeddings for any input size
     config_overrides: dict = field(default_factory=dict)
     unused_parameters: tuple = ()  # never reached by patch features (kept frozen, so data parallelism never waits on them)
+    # One embedding per whole image, as the paper mines with it: `projected` (the joint image-text space:
+    # `get_image_features`) or `cls` (the final layer-normed CLS token: `pooler_output`); and the model_type of the
+    # full model a hub folder of the family holds (CLIPModel: "clip"), which mining loads.
+    image_embedding: str = "cls"
+    hub_model_type: str | None = None
 
 
 ENCODER_FAMILIES: dict[str, EncoderFamily] = {
     # LLaVA: second-to-last layer, CLS dropped.
-    "clip": EncoderFamily("clip_vision_model", lambda c: 1, "post_layernorm", -2, CLIP_MEAN, CLIP_STD),
+    "clip": EncoderFamily("clip_vision_model", lambda c: 1, "post_layernorm", -2, CLIP_MEAN, CLIP_STD,
+                          image_embedding="projected", hub_model_type="clip"),
     # The paper: last block before the final norm, CLS dropped.
     "dinov2": EncoderFamily("dinov2", lambda c: 1, "layernorm", -1, IMAGENET_MEAN, IMAGENET_STD, interpolates_always=True,
-                            unused_parameters=("embeddings.mask_token",)),
+                            unused_parameters=("embeddings.mask_token",), hub_model_type="dinov2"),
     "dinov2_reg": EncoderFamily(
         "dinov2_with_registers", lambda c: 1 + c.num_register_tokens, "layernorm", -1, IMAGENET_MEAN, IMAGENET_STD,
-        interpolates_always=True, unused_parameters=("embeddings.mask_token",),
+        interpolates_always=True, unused_parameters=("embeddings.mask_token",), hub_model_type="dinov2_with_registers",
     ),
     # SigLIP has no CLS token; its attention-pooling head is never used.
     "siglip": EncoderFamily(
         "siglip_vision_model", lambda c: 0, "post_layernorm", -1, SIGLIP_MEAN, SIGLIP_STD,
-        config_overrides={"vision_use_head": False},
+        config_overrides={"vision_use_head": False}, image_embedding="projected", hub_model_type="siglip",
     ),
 }
+
+
+def family_of_hub_model(model_type: str) -> EncoderFamily:
+    """The family whose hub folders hold a full model of `model_type` (mining loads those); unknown: the known."""
+    known = {f.hub_model_type: f for f in ENCODER_FAMILIES.values() if f.hub_model_type}
+    if model_type not in known:
+        raise ValueError(unknown("encoders", "model family", model_type, known))
+    return known[model_type]
 
 
 def get_family(name: str) -> EncoderFamily:
