@@ -22,7 +22,7 @@ from ..model.stages import log_parameter_report
 from ..evaluation.benchmarks import get_benchmark
 from ..evaluation.loading import load_for_evaluation
 from ..evaluation.run import evaluate_benchmark
-from ..errors import ConfigError, MofError, exit_with, refuse_finished
+from ..errors import ConfigError, MofError, exit_with, is_secondary_rank, refuse_finished
 from .callbacks import GracefulStop, GradNormMonitor, KeptCheckpoints, LastCheckpoint, SkippedSamples, StepProgressBar, StopAndSave, ThroughputMonitor, ZeroPartitionReport
 from .config_check import validate
 from .deepspeed_strategy import gathered_params
@@ -65,9 +65,9 @@ def _logger(cfg, run_dir: Path):
     kwargs = {}
     if "WandbLogger" in cfg.logger.get("_target_", ""):  # one tracker run per run, resumes included
         id_file = run_dir / WANDB_ID
-        if not id_file.is_file():
+        if not id_file.is_file() and not is_secondary_rank():  # rank 0 names the run; only it logs to wandb
             id_file.write_text(uuid.uuid4().hex[:12])
-        kwargs.update(id=id_file.read_text().strip(), resume="allow")
+        kwargs.update(id=id_file.read_text().strip() if id_file.is_file() else None, resume="allow")
     sweep = _multirun()
     if "WandbLogger" in cfg.logger.get("_target_", "") and sweep is not None:
         kwargs["name"] = f"{cfg.task_name}-{sweep.job.num}"
