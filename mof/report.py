@@ -24,15 +24,17 @@ def main(argv=None):
         p.add_argument("--clip", nargs="+", required=True, help="MMVP-VLM result folders of CLIP-like models")
         p.add_argument("--mllm", nargs="+", required=True, help="MMVP result folders of MLLMs")
         p.add_argument("--out", default="report")
+        p.add_argument("--mixed-scoring", action="store_true", help="correlate MLLM results scored differently")
         a = p.parse_args(argv[1:])
-        return correlate(a.clip, a.mllm, a.out)
+        return correlate(a.clip, a.mllm, a.out, a.mixed_scoring)
     if argv[:1] == ["tradeoff"]:
         p = argparse.ArgumentParser(prog="python -m mof.report tradeoff", description="A sweep's benchmark scores over a setting.")
         p.add_argument("sweep", help="a multirun folder (its jobs scored benchmarks after training: evaluate_after)")
         p.add_argument("--x", default="mof.alpha", help="the config key swept")
         p.add_argument("--out", default="report")
+        p.add_argument("--mixed-scoring", action="store_true", help="tabulate jobs whose benchmarks were scored differently")
         a = p.parse_args(argv[1:])
-        return tradeoff(a.sweep, a.out, a.x)
+        return tradeoff(a.sweep, a.out, a.x, a.mixed_scoring)
     return table(argv)
 
 

@@ -95,7 +95,7 @@ def test_mmvp_vlm_average_is_the_mean_over_patterns_not_over_pairs(tmp_path, mon
     with open(root / "Questions.csv", "w", newline="") as f:
         csv.writer(f).writerows([["Question ID", "Type", "Statement"], *rows])
     picks = iter([[0, 1], [1, 0], [0, 0], [0, 1]])  # A: right, wrong, wrong; B: right
-    monkeypatch.setattr(mmvp_vlm, "statement_picks", lambda text, image: (torch.zeros(2, 2), next(picks)))
+    monkeypatch.setattr(mmvp_vlm, "statement_picks", lambda text, image, ties: (torch.zeros(2, 2), next(picks)))
     results = mmvp_vlm.evaluate_vlm(TINY_ENCODERS["clip"], root, tmp_path / "out")
     assert results["per_pattern"]["Pattern A"]["pair_accuracy"] == pytest.approx(100 / 3)
     assert results["average"] == pytest.approx((100 / 3 + 100) / 2)  # 66.7, the paper's number

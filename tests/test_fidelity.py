@@ -62,18 +62,20 @@ def test_image_processor_modes_and_their_errors():
         MofImageProcessor([{"size": 8, "mean": [0, 0, 0], "std": [1, 1, 1]}], mode="square")
 
 
-def vicuna_folder(root: Path, texts: list[str], vocab_size: int) -> Path:
+def vicuna_folder(root: Path, texts: list[str], vocab_size: int, model: Path | None = None) -> Path:
     """A Llama SentencePiece tokenizer in lmsys/vicuna-7b-v1.5's layout: tokenizer.model + tokenizer_config.json +
-    special_tokens_map.json (no tokenizer.json)."""
+    special_tokens_map.json (no tokenizer.json); `model`: a SentencePiece model trained already."""
     import sentencepiece as spm
 
-    (root / "corpus.txt").write_text("\n".join(texts))
-    spm.SentencePieceTrainer.train(input=str(root / "corpus.txt"), model_prefix=str(root / "tokenizer"),
-                                   vocab_size=vocab_size, model_type="bpe", byte_fallback=True, bos_id=1, eos_id=2,
-                                   unk_id=0, pad_id=-1, character_coverage=1.0, minloglevel=2)
+    if model is None:
+        (root / "corpus.txt").write_text("\n".join(texts))
+        spm.SentencePieceTrainer.train(input=str(root / "corpus.txt"), model_prefix=str(root / "tokenizer"),
+                                       vocab_size=vocab_size, model_type="bpe", byte_fallback=True, bos_id=1, eos_id=2,
+                                       unk_id=0, pad_id=-1, character_coverage=1.0, minloglevel=2)
+        model = root / "tokenizer.model"
     folder = root / "vicuna"
     folder.mkdir()
-    (root / "tokenizer.model").rename(folder / "tokenizer.model")
+    model.rename(folder / "tokenizer.model")
     (folder / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
         "add_bos_token": True, "add_eos_token": False, "legacy": False, "pad_token": None}))
@@ -207,10 +209,72 @@ WHERE_LLAVA_IS_WRONG = [  # LLaVA's arithmetic masks these whole; mof supervises
 ]
 
 
+# ------------------------------------------- LLaVA's tokenizer as it trained: slow, SentencePiece, spaces kept
+class SlowLlamaReference:
+    """LLaVA's tokenizer as it trained (transformers 4.37 `LlamaTokenizer`, `use_fast=False`, `legacy=False`, on a
+    SentencePiece model whose normaliser keeps spaces, as Llama's does), written with sentencepiece alone: `</s>`
+    split out as EOS; the text's first piece encoded with SentencePiece's dummy prefix, pieces after `</s>` without;
+    BOS in front; an empty text has no tokens but BOS."""
+
+    bos_token_id, eos_token_id, legacy = 1, 2, False
+
+    def __init__(self, model_file):
+        import sentencepiece as spm
+        from sentencepiece import sentencepiece_model_pb2
+
+        self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
+        proto = sentencepiece_model_pb2.ModelProto()
+        proto.ParseFromString(Path(model_file).read_bytes())
+        proto.normalizer_spec.add_dummy_prefix = False
+        self.sp_after_special = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
+
+    def __call__(self, text):
+        import re
+        from types import SimpleNamespace
+
+        ids = [self.bos_token_id]
+        for i, part in enumerate(re.split(r"(</s>)", text)):
+            if part == "</s>":
+                ids.append(self.eos_token_id)
+            elif part:
+                ids += (self.sp if i == 0 else self.sp_after_special).encode(part)
+        return SimpleNamespace(input_ids=ids)
+
+
+LEADING_SPACES = [  # chunks after <image> that start with a space: the transformers 5 tokenizer drops their first ▁
+    [h("<image>"), g("A red square.")],                          # vicuna_v1: "USER: <image> ASSISTANT: ..."
+    [h("Look: <image> What is it?"), g("A dog.")],
+    [h("<image>\nWhat is in the image?"), g("A red square on a white background.")],
+]
+PLAIN_CAPTIONS = [" a red square", "  two leading spaces", "no space", " A dog.\nOn grass."]
+
+
 @pytest.fixture(scope="module")
-def llama_tokenizer(tmp_path_factory):
-    texts = [SYSTEM, "USER: ASSISTANT:"] + [t["value"] for c in CONVERSATIONS + WHERE_LLAVA_IS_WRONG for t in c]
-    return load_tokenizer(str(vicuna_folder(tmp_path_factory.mktemp("llama"), texts * 20, 800)))
+def llama_folder(tmp_path_factory):
+    """A vicuna-layout folder over a SentencePiece model with Llama's normaliser (identity, spaces kept)."""
+    import sentencepiece as spm
+
+    root = tmp_path_factory.mktemp("llama")
+    texts = [SYSTEM, "USER: ASSISTANT:", *PLAIN_CAPTIONS] + [t["value"] for c in CONVERSATIONS + WHERE_LLAVA_IS_WRONG
+                                                            for t in c]
+    (root / "corpus.txt").write_text("\n".join(texts * 20))
+    spm.SentencePieceTrainer.train(input=str(root / "corpus.txt"), model_prefix=str(root / "tokenizer"), vocab_size=800,
+                                   model_type="bpe", byte_fallback=True, bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
+                                   character_coverage=1.0, minloglevel=2, normalization_rule_name="identity",
+                                   remove_extra_whitespaces=False, add_dummy_prefix=True)
+    return vicuna_folder(root, [], 0, model=root / "tokenizer.model")
+
+
+@pytest.fixture(scope="module")
+def llama_tokenizer(llama_folder):
+    """mof's tokenizer: the folder as transformers 5 loads it."""
+    return load_tokenizer(str(llama_folder))
+
+
+@pytest.fixture(scope="module")
+def llava_tokenizer(llama_folder):
+    """LLaVA's tokenizer over the same model, as it trained (see `SlowLlamaReference`)."""
+    return SlowLlamaReference(llama_folder / "tokenizer.model")
 
 
 def mof_encode(template, turns, tokenizer):
@@ -222,8 +286,8 @@ def mof_encode(template, turns, tokenizer):
 
 
 @pytest.mark.parametrize("k", range(len(CONVERSATIONS)))
-def test_vicuna_v1_is_token_exact_with_llava(llama_tokenizer, k):
-    ref_ids, ref_labels = llava_v1(CONVERSATIONS[k], llama_tokenizer)
+def test_vicuna_v1_is_token_exact_with_llava(llama_tokenizer, llava_tokenizer, k):
+    ref_ids, ref_labels = llava_v1(CONVERSATIONS[k], llava_tokenizer)
     ids, labels = mof_encode("vicuna_v1", CONVERSATIONS[k], llama_tokenizer)
     assert ids == ref_ids
     if any(x != -100 for x in ref_labels):  # LLaVA's length arithmetic holds: the labels are equal
@@ -235,9 +299,9 @@ def test_vicuna_v1_is_token_exact_with_llava(llama_tokenizer, k):
 
 
 @pytest.mark.parametrize("k", range(len(WHERE_LLAVA_IS_WRONG)))
-def test_where_llavas_arithmetic_masks_everything_mof_stays_right(llama_tokenizer, k):
+def test_where_llavas_arithmetic_masks_everything_mof_stays_right(llama_tokenizer, llava_tokenizer, k):
     turns = WHERE_LLAVA_IS_WRONG[k]
-    ref_ids, ref_labels = llava_v1(turns, llama_tokenizer)
+    ref_ids, ref_labels = llava_v1(turns, llava_tokenizer)
     ids, labels = mof_encode("vicuna_v1", turns, llama_tokenizer)
     assert all(x == -100 for x in ref_labels)  # LLaVA trains on nothing of this sample
     supervised = llama_tokenizer.decode([t for t, lab in zip(ids, labels) if lab != -100])
@@ -249,12 +313,12 @@ def test_where_llavas_arithmetic_masks_everything_mof_stays_right(llama_tokenize
 
 
 @pytest.mark.parametrize("k", [i for i, c in enumerate(CONVERSATIONS) if len(c) == 2 and "<image>" in c[0]["value"]])
-def test_plain_is_token_exact_with_llava(llama_tokenizer, k):
+def test_plain_is_token_exact_with_llava(llama_tokenizer, llava_tokenizer, k):
     turns = CONVERSATIONS[k]
-    assert mof_encode("plain", turns, llama_tokenizer) == llava_plain(turns, llama_tokenizer)
+    assert mof_encode("plain", turns, llama_tokenizer) == llava_plain(turns, llava_tokenizer)
 
 
-def test_evaluation_prompt_equals_llavas_generation_prompt(llama_tokenizer):
+def test_evaluation_prompt_equals_llavas_generation_prompt(llama_tokenizer, llava_tokenizer):
     from mof.data.prompts import format_mcq_prompt
 
     question = format_mcq_prompt("Is the person standing or sitting?", "(a) Standing (b) Sitting")
@@ -264,7 +328,7 @@ def test_evaluation_prompt_equals_llavas_generation_prompt(llama_tokenizer):
 
     prompt_ids = get_template("vicuna_v1").encode_prompt([("user", "<image>\n" + question)], llama_tokenizer,
                                                          IMAGE_INDEX, 1)
-    assert prompt_ids == llava_tokenizer_image_token(prompt, llama_tokenizer)
+    assert prompt_ids == llava_tokenizer_image_token(prompt, llava_tokenizer)
     assert ids[:len(prompt_ids)] == prompt_ids
 
 
@@ -303,3 +367,33 @@ def test_paper_experiments_use_the_hub_interpolation(tmp_path, experiment):
 
     config = model_config_from(compose_cfg("train", tmp_path, tmp_path, [f"experiment={experiment}"]))
     assert [s.position_interpolation for s in config.encoder_specs] == ["hf", "dinov2_hub"]
+
+
+def test_transformers_5_drops_a_leading_space_that_llava_keeps(llama_tokenizer, llava_tokenizer):
+    tok, llava = llama_tokenizer, llava_tokenizer
+    assert tok(" a red square").input_ids != llava(" a red square").input_ids   # the trap, as transformers 5 has it
+    assert tok("a red square").input_ids == llava("a red square").input_ids
+
+
+@pytest.mark.parametrize("k", range(len(LEADING_SPACES)))
+def test_vicuna_v1_keeps_leading_spaces_as_llava(llama_tokenizer, llava_tokenizer, k):
+    tok, llava = llama_tokenizer, llava_tokenizer
+    ids, labels = mof_encode("vicuna_v1", LEADING_SPACES[k], tok)
+    ref_ids, ref_labels = llava_v1(LEADING_SPACES[k], llava)
+    assert ids == ref_ids and labels == ref_labels
+
+
+@pytest.mark.parametrize("caption", PLAIN_CAPTIONS)
+def test_plain_captions_keep_leading_spaces_as_llava(llama_tokenizer, llava_tokenizer, caption):
+    tok, llava = llama_tokenizer, llava_tokenizer
+    turns = [h("<image>"), g(caption)]
+    assert mof_encode("plain", turns, tok) == llava_plain(turns, llava)
+
+
+def test_a_sample_with_an_image_but_no_placeholder_gets_one_first():
+    """LLaVA trains such a sample without its image (no `<image>` to replace); mof puts the image first, where
+    LLaVA's `preprocess_multimodal` moves a placeholder."""
+    from mof.data import normalize_turns
+
+    turns = normalize_turns([h("What is in the image?"), g("A dog.")], has_image=True)
+    assert turns[0] == ("user", "<image>\nWhat is in the image?")

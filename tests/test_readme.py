@@ -3,7 +3,6 @@ fails here), and the ones that need neither a GPU nor downloaded data run (shrun
 
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 

@@ -8,6 +8,7 @@ the model's visual tokens. The same code renders training samples and evaluation
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 IGNORE_INDEX = -100
@@ -63,6 +64,39 @@ def normalize_turns(conversations, has_image: bool) -> list[tuple[str, str]]:
     return turns
 
 
+_DROPS_LEADING_SPACE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def drops_leading_space(tokenizer) -> bool:
+    """Whether `tokenizer` encodes " a" exactly as "a" while it keeps spaces elsewhere. transformers 5's Llama tokenizers do: their Metaspace
+    pre-tokenizer prepends "▁" only where the text does not already start with one, so " hello" becomes `▁hello`
+    where SentencePiece, and the slow tokenizer LLaVA trained with, give `▁` `▁hello`."""
+    try:
+        return _DROPS_LEADING_SPACE[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    def ids(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # a tokenizer whose normaliser collapses spaces (as its SentencePiece model does) loses nothing
+    drops = ids(" a") == ids("a") and ids("a  b") != ids("a b")
+    try:
+        _DROPS_LEADING_SPACE[tokenizer] = drops
+    except TypeError:  # not weakly referenceable: asked again next time
+        pass
+    return drops
+
+
+def tokenize_chunk(tokenizer, chunk: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """`(ids, character offsets)` of one text chunk as LLaVA's slow Llama tokenizer gives them: a chunk that starts
+    with a space keeps the `▁` of that space (one more space in, offsets shifted back, the `▁` spanning the space)
+    where the tokenizer would drop it."""
+    extra = 1 if chunk[:1] == " " and drops_leading_space(tokenizer) else 0
+    enc = tokenizer(" " * extra + chunk, return_offsets_mapping=True)
+    offsets = [(max(0, s - extra), max(1, e - extra)) if e > s else (s, e) for s, e in enc["offset_mapping"]]
+    return list(enc["input_ids"]), offsets
+
+
 class Template:
     name = ""
 
@@ -109,8 +143,7 @@ class RenderedTemplate(Template):
                 ids.extend([image_token_id] * num_image_tokens)
                 labels.extend([IGNORE_INDEX] * num_image_tokens)
                 pos += len(IMAGE_PLACEHOLDER)
-            enc = tokenizer(chunk, return_offsets_mapping=True)
-            tokens, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+            tokens, offsets = tokenize_chunk(tokenizer, chunk)
             if tokens and tokens[0] == bos and bos is not None:
                 if k:
                     tokens, offsets = tokens[1:], offsets[1:]

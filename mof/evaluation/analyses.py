@@ -11,13 +11,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ..data.patterns import PATTERNS
-from .report import MIN_PATTERNS, ReportError, _label, pattern_correlation, pattern_scores, read_results
+from .report import MIN_PATTERNS, ReportError, _label, comparable, pattern_correlation, pattern_scores, read_results
 
 
-def correlate(clip_dirs: list, mllm_dirs: list, out: str | Path) -> dict:
+def correlate(clip_dirs: list, mllm_dirs: list, out: str | Path, mixed_scoring: bool = False) -> dict:
     """Pearson r of per-pattern scores for every (CLIP-like model, MLLM) pair; `correlation.{md,json,png}`."""
     clips = [read_results(d) for d in clip_dirs]
-    mllms = [read_results(d) for d in mllm_dirs]
+    mllms = comparable([read_results(d) for d in mllm_dirs], mixed_scoring)
     rows = []
     for c in clips:
         for m in mllms:
@@ -85,15 +85,16 @@ def swept_value(config_file: Path, key: str):
     return node
 
 
-def tradeoff(sweep_dir: str | Path, out: str | Path, x: str = "mof.alpha") -> dict:
+def tradeoff(sweep_dir: str | Path, out: str | Path, x: str = "mof.alpha", mixed_scoring: bool = False) -> dict:
     """Each job's value of `x` and the primary metric of every benchmark it scored after training (its `eval_*/`
     folders), sorted by `x`: the paper's A-MoF table; `tradeoff.{md,json,png}`."""
-    rows = []
+    rows, read = [], []
     for job in sweep_jobs(sweep_dir):
         value = swept_value(job / ".hydra" / "config.yaml", x)
         scores, source = {}, {}
         for folder in sorted(p.parent for p in job.glob("eval_*/results.json")):
             r = read_results(folder)
+            read.append(r)
             metric = r.get("primary_metric", "pair_accuracy")
             column = f"{r.get('benchmark')} {metric.replace('_', ' ')}"
             if column in scores:  # two evaluations of one benchmark: which one the table shows is not ours to pick
@@ -103,6 +104,7 @@ def tradeoff(sweep_dir: str | Path, out: str | Path, x: str = "mof.alpha") -> di
                 raise ReportError(f"{folder / 'results.json'}: no number for its primary metric {metric!r}")
             scores[column], source[column] = r[metric], folder
         rows.append({x: value, "job": job.name, **scores})
+    comparable(read, mixed_scoring)
     rows.sort(key=lambda r: (r[x] is None, r[x]))
     columns = list(dict.fromkeys(k for r in rows for k in r if k not in (x, "job")))
     lines = ["| " + " | ".join([x, *columns]) + " |", "|" + "---|" * (len(columns) + 1)]

@@ -47,9 +47,12 @@ def evaluate(cfg) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     refuse_finished(out_dir, ["results.json", "predictions.jsonl"], cfg.get("overwrite") is True)
     benchmark = benchmark_class(OmegaConf.to_container(b, resolve=True), cfg.paths.data_dir)
+    if b.get("predictions") and benchmark.kind != "mllm":
+        raise ConfigError(f"benchmark.predictions: {benchmark.name} scores a CLIP-like encoder's image-text "
+                          "similarities, not answers; there is no answer file to re-score (give checkpoint=<the encoder>)")
     if b.get("predictions"):
-        results = rescore(benchmark, b.predictions, out_dir)
-    elif hasattr(benchmark, "evaluate_model"):  # not answered by an MLLM (MMVP-VLM)
+        results = rescore(benchmark, b.predictions, out_dir, b.get("limit"))
+    elif benchmark.kind == "encoder":  # not answered by an MLLM (MMVP-VLM)
         results = benchmark.evaluate_model(cfg.checkpoint, out_dir, _device(cfg.device))
     else:
         if not cfg.checkpoint:

@@ -40,6 +40,20 @@ def read_results(folder: str | Path) -> dict:
     return results
 
 
+def comparable(all_results: list[dict], mixed_scoring: bool = False) -> list[dict]:
+    """`all_results`, refused when two of one benchmark were scored differently (MMVP's `scoring`: mof, lmms_eval,
+    paper ask and read differently) unless `mixed_scoring` says to put them side by side anyway."""
+    modes = {}
+    for r in all_results:
+        modes.setdefault(r.get("benchmark"), {}).setdefault(r.get("scoring", "mof"), r.get("name"))
+    for benchmark, seen in modes.items():
+        if len(seen) > 1 and not mixed_scoring:
+            raise ReportError(f"mof.report: {benchmark} results scored differently ("
+                              + ", ".join(f"{name}: scoring={mode}" for mode, name in seen.items())
+                              + "); their numbers are not comparable (pass --mixed-scoring to show them anyway)")
+    return all_results
+
+
 def _label(results: dict) -> str:
     """What a figure or table calls a system: its given name, else its checkpoint's folder (a run's `export/` is
     called by its run)."""
@@ -166,6 +180,7 @@ def main(argv=None):
     p.add_argument("dirs", nargs="+", help="directories holding results.json (e.g. the jobs of a multirun)")
     p.add_argument("--out", default="report")
     p.add_argument("--names", nargs="*", help="a display name per directory")
+    p.add_argument("--mixed-scoring", action="store_true", help="show results of one benchmark scored differently")
     a = p.parse_args(argv)
     all_results = []
     for i, d in enumerate(a.dirs):
@@ -173,6 +188,7 @@ def main(argv=None):
         if a.names and i < len(a.names):
             r["name"] = a.names[i]
         all_results.append(r)
+    comparable(all_results, a.mixed_scoring)
     write_report(all_results, Path(a.out))
     print(markdown(all_results))
     print(f"wrote {a.out}/report.md and {a.out}/per_pattern.png")

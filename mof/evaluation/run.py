@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from .benchmarks.base import Benchmark
+from .answer_files import match, read_answer_file
 from .benchmarks.base import BenchmarkFormatError, json_lines
 from .generation import answer
 from .loading import Loaded, load_for_evaluation
@@ -52,15 +53,21 @@ def read_predictions(path: Path) -> list[dict]:
     return out
 
 
-def rescore(benchmark: Benchmark, predictions_file, out_dir) -> dict:
-    """Score a saved predictions file again (another tool's too) without loading any model: every response is
-    judged anew."""
+def rescore(benchmark: Benchmark, predictions_file, out_dir, limit: int | None = None) -> dict:
+    """Score a saved answer file again without loading any model: every response is judged anew. `mof`'s own
+    `predictions.jsonl`, or another tool's answer file (LLaVA, the MMVP paper's script, POPE, lmms-eval's sample
+    logs), matched to the benchmark's questions by id."""
     out_dir = Path(out_dir)
+    fmt, rows = read_answer_file(predictions_file)
+    if fmt == "mof":
+        predictions = benchmark.complete(read_predictions(predictions_file), Path(predictions_file))
+    else:
+        items = benchmark.items()[:limit] if limit else benchmark.items()
+        predictions = match(rows, items, benchmark.question_id, benchmark.answer_id, Path(predictions_file))
     out_dir.mkdir(parents=True, exist_ok=True)
-    predictions = benchmark.complete(read_predictions(predictions_file), Path(predictions_file))
     judged = [{**benchmark.judge(p), "error": p.get("error")} for p in predictions]
     results = {"benchmark": benchmark.name, "checkpoint": None, "rescored_from": str(predictions_file),
-               **benchmark.describe()}
+               "answer_format": fmt, **benchmark.describe()}
     return _finish(benchmark, results, judged, out_dir)
 
 

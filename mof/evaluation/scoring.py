@@ -1,4 +1,7 @@
-"""Answer parsing and MMVP scoring: question accuracy and pair accuracy (both questions of a pair right)."""
+"""Reading an answer's letter, and MMVP scoring: question accuracy and pair accuracy (both questions of a pair right).
+
+Two readers: `parse_response`, `mof`'s own (used by `scoring=mof` and `scoring=paper`), and `lmms_eval_letter`,
+lmms-eval 0.7.3's `mmvp` task rule restated, so that `scoring=lmms_eval` gives its numbers exactly."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import re
 from collections import defaultdict
 
 _OPTION = re.compile(r"\(([a-z])\)\s*([^()]*?)\s*(?=\([a-z]\)|$)", re.IGNORECASE)
+_NEGATION = re.compile(r"(?:\bnot|n't|\bno|\brather than|\binstead of)\s+(?:the\s+|option\s+)?\W{0,2}$", re.IGNORECASE)
+_OPEN, _CLOSE = r"(?:\(|\[|<|\*\*|\*)", r"(?:\)|\]|>|\*\*|\*)"   # (a) [a] <a> **a** *a*
 
 
 def parse_options(options: str) -> dict[str, str]:
@@ -13,29 +18,54 @@ def parse_options(options: str) -> dict[str, str]:
     return {m.group(1).lower(): m.group(2).strip() for m in _OPTION.finditer(options)}
 
 
+def _affirmed(matches, text: str) -> list[str]:
+    """The letters (or option keys) of `matches` not negated just before ("not (a)", "rather than left")."""
+    return list(dict.fromkeys(key for key, start in matches if not _NEGATION.search(text[max(0, start - 20):start])))
+
+
 def parse_response(response: str, options: str) -> str | None:
-    """The option letter a response picks, or None. Handles `(a)`, `a`, `A.`, `The answer is (b) Sitting`,
-    or the text of exactly one option."""
+    """The option letter a response picks, or None when it picks none or more than one. Reads `(a)`, `a`, `A.`,
+    `**B**`, `<A>`, `[b]`, `The answer is (b) Sitting`, `option B`, a capital letter ending the answer ("I think it's
+    B"), or the text of exactly one option that is not negated ("It is left, not right." is (a)); "Both (a) and (b)"
+    picks none."""
     opts = parse_options(options)
     letters = "".join(opts) or "ab"
     text = response.strip()
     first_line = text.splitlines()[0].strip() if text else ""
-    bare = re.fullmatch(rf"\(?([{letters}])\)?[.):,]?", first_line, re.IGNORECASE)
-    if bare:  # `a`, `(b)`, `A.` alone on the first line, whatever explanation follows
+    bare = re.fullmatch(rf"{_OPEN}?([{letters}]){_CLOSE}?[.):,]?", first_line, re.IGNORECASE)
+    if bare:  # `a`, `(b)`, `**A**.` alone on the first line, whatever explanation follows
         return bare.group(1).lower()
-    patterns = (
-        rf"^\(([{letters}])\)",                              # (a) ...
-        rf"^([{letters}])(?:[.):,]|\s*$)",                     # a / A. / b) ...
-        rf"\(([{letters}])\)",                               # ... (b) ... anywhere
-        rf"answer\s*(?:is|:)?\s*\(?([{letters}])\b",         # The answer is b
-        rf"\boption\s*\(?([{letters}])\b",                   # option B
-    )
-    for pattern in patterns:
-        m = re.search(pattern, text, re.IGNORECASE)
+    start = re.match(rf"(?:{_OPEN}([{letters}]){_CLOSE}|([{letters}])[.):,])", text, re.IGNORECASE)
+    if start:  # `(a) ...`, `b) Sitting`, `A. Left`
+        return (start.group(1) or start.group(2)).lower()
+    for pattern in (rf"{_OPEN}([{letters}]){_CLOSE}",                       # ... (b) ... anywhere
+                    rf"answer\s*(?:is|:)?\s*{_OPEN}?([{letters}])\b",         # The answer is b
+                    rf"\boption\s*{_OPEN}?([{letters}])\b"):                  # option B
+        found = _affirmed([(m.group(1).lower(), m.start()) for m in re.finditer(pattern, text, re.IGNORECASE)], text)
+        if found:
+            return found[0] if len(found) == 1 else None   # "Both (a) and (b)": no single answer
+    upper = re.findall(rf"\b([{letters.upper()}])\b", text)   # case matters: "a cat" is not (a)
+    if len(upper) == 1 and re.search(rf"(?:^|[\s:,])({upper[0]})[.!]?$", text):
+        return upper[0].lower()                             # "I think it's B", "ASSISTANT: B"
+    hits = _affirmed([(k, m.start()) for k, v in opts.items() if v
+                      for m in re.finditer(rf"\b{re.escape(v)}\b", text, re.IGNORECASE)], text)
+    return hits[0] if len(hits) == 1 else None
+
+
+def lmms_eval_letter(response: str, options: str = "") -> str | None:
+    """lmms-eval 0.7.3's MMVP reading (`tasks/mmvp/utils.py`, `_extract_answer_letter`), rule for rule: A or B by
+    the first of five patterns that matches anywhere, else the first character. It reads "A dog is here" as (a) and
+    misses `**B**`; `scoring=lmms_eval` keeps that, for numbers comparable with lmms-eval's."""
+    text = response.strip()
+    for pattern in (r"^\s*\(?([AB])\)?\.?\s*$", r"^\s*\(?([AB])\)?[\.\s]", r"answer\s+is\s+\(?([AB])\)?",
+                    r"option\s+\(?([AB])\)?", r"\(?([AB])\)?(?:\s|$)"):
+        m = re.search(pattern, text, flags=re.IGNORECASE)
         if m:
             return m.group(1).lower()
-    hits = [k for k, v in opts.items() if v and re.search(rf"\b{re.escape(v)}\b", text, re.IGNORECASE)]
-    return hits[0] if len(hits) == 1 else None
+    return text[0].lower() if text and text[0].upper() in "AB" else None
+
+
+READERS = {"mof": parse_response, "lmms_eval": lmms_eval_letter}
 
 
 def score(predictions: list[dict]) -> dict:

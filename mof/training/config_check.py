@@ -83,7 +83,7 @@ def validate(cfg) -> None:
     _check(isinstance(cfg.get("overwrite", False), bool), "overwrite", "true or false", cfg.get("overwrite"))
     after = cfg.evaluate_after
     names = [] if after is None else [after] if isinstance(after, str) else list(after)
-    mllm_benchmarks = [n for n, b in BENCHMARKS.items() if not hasattr(b, "evaluate_model")]  # not CLIP-like ones
+    mllm_benchmarks = [n for n, b in BENCHMARKS.items() if b.kind == "mllm"]  # not CLIP-like ones
     _check(all(n in mllm_benchmarks for n in names), "evaluate_after",
            f"null or a list of benchmarks that score an MLLM ({', '.join(mllm_benchmarks)})", after)
     if cfg.model.get("projector_from"):

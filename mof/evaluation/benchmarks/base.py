@@ -28,6 +28,7 @@ class Benchmark:
     `data_dir`: where benchmarks generated on first use are written."""
 
     name: ClassVar[str]
+    kind: ClassVar[str] = "mllm"                 # what it scores: "mllm" (answers) | "encoder" (a CLIP-like model)
     primary_metric: ClassVar[str]
     metric_names: ClassVar[tuple[str, ...]]      # the primary first; what reports, loggers and sweeps read
     max_new_tokens: ClassVar[int] = 12
@@ -54,6 +55,17 @@ class Benchmark:
     def describe(self) -> dict:
         """What the results should record of this run's settings."""
         return {}
+
+    def question_id(self, fields: dict):
+        """The id another tool's answer file names this question by (see `evaluation/answer_files.py`)."""
+        return fields["index"]
+
+    def answer_id(self, row: dict, source: Path):
+        """The question an answer-file line names (its `id` and `split`), comparable with `question_id`."""
+        try:
+            return int(row["id"])
+        except ValueError:
+            raise BenchmarkFormatError(f"{source}:{row['line']}: question id {row['id']!r} is not a number") from None
 
 
 class BenchmarkFormatError(MofError, ValueError):

@@ -7,10 +7,11 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ...data.patterns import PATTERNS, canonical_pattern
-from ...data.prompts import format_mcq_prompt, instruction
-from ..scoring import parse_response, score
+from ...data.prompts import format_mcq_prompt, instruction, lmms_eval_mcq_prompt, paper_mcq_prompt
+from ..scoring import READERS, parse_response, score
 from .base import Benchmark, BenchmarkFormatError, Item, csv_records, find_layout
 
 REQUIRED_COLUMNS = ("Index", "Question", "Options", "Correct Answer")
@@ -26,6 +27,28 @@ EXPECTED_LAYOUT = (
 CORRECTION_SETS = {
     "lmms_eval": (((99, 100), (279, 280)),
                   "lmms-eval's corrected MMVP copy: labels of 99<->100 and 279<->280 swapped (tsb0601/MMVP issues 14, 30)"),
+}
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How `benchmark.scoring` asks and reads: the prompt (None: the `prompt` setting's style), the reader of a
+    response's letter, and the defaults of `corrections` and `max_new_tokens`."""
+    prompt: Callable[[str, str], str] | None
+    reader: str
+    corrections: str
+    max_new_tokens: int
+
+
+SCORINGS = {
+    # mof: LLaVA-1.5's prompt and mof's reader (brackets, markdown, negations; "both" is no answer).
+    "mof": Scoring(None, "mof", "none", 12),
+    # lmms_eval: lmms-eval 0.7.3's `mmvp` task exactly: its prompt, its reader, its corrected answer keys, 16 tokens.
+    "lmms_eval": Scoring(lmms_eval_mcq_prompt, "lmms_eval", "lmms_eval", 16),
+    # paper: the paper's prompt (question and options joined by a space, no instruction). The paper graded the free
+    # answers with GPT-4 (`scripts/gpt_grader.py`) and sampled at temperature 0.2; mof decodes greedily and reads
+    # the answer with its own reader (an answer naming one option, by letter or by text, not negated).
+    "paper": Scoring(paper_mcq_prompt, "mof", "none", 128),
 }
 
 
@@ -149,11 +172,26 @@ def with_patterns(questions: list[Question], patterns: dict[int, str] | None, so
 
 
 class MMVP(Benchmark):
-    """`benchmark=mmvp`: `root` (the official layout), `prompt`, `corrections`, `patterns` (an Index,Pattern file)."""
+    """`benchmark=mmvp`: `root` (the official layout), `scoring` (mof | lmms_eval | paper), `prompt` (with
+    `scoring=mof`), `corrections`, `patterns` (an Index,Pattern file)."""
 
     name = "mmvp"
     primary_metric = "pair_accuracy"
     metric_names = ("pair_accuracy", "question_accuracy")
+
+    def __init__(self, section: dict, data_dir=None):
+        super().__init__(section, data_dir)
+        mode = self.section.get("scoring") or "mof"
+        if mode not in SCORINGS:
+            raise BenchmarkFormatError(f"benchmark.scoring: expected one of {', '.join(SCORINGS)}; got {mode!r}")
+        self.scoring = SCORINGS[mode]
+        self.section["scoring"] = mode
+        if self.scoring.prompt is not None and self.section.get("prompt") is not None:
+            raise BenchmarkFormatError(f"benchmark.prompt: scoring={mode} asks with its own prompt; leave "
+                                       f"benchmark.prompt unset (it is for scoring=mof), got {self.section['prompt']!r}")
+        if self.section.get("corrections") is None:
+            self.section["corrections"] = self.scoring.corrections
+        self.max_new_tokens = self.section.get("max_new_tokens") or self.scoring.max_new_tokens
 
     def root(self) -> Path:
         return Path(self.section["root"])
@@ -163,15 +201,20 @@ class MMVP(Benchmark):
         patterns = self.section.get("patterns")
         return with_patterns(questions, read_pattern_map(patterns) if patterns else None, patterns or self.root()), applied
 
+    def prompt(self, question: str, options: str) -> str:
+        if self.scoring.prompt is not None:
+            return self.scoring.prompt(question, options)
+        return format_mcq_prompt(question, options, instruction(self.section.get("prompt") or "llava15"))
+
     def items(self) -> list[Item]:
         questions, self._applied = self.questions()
-        suffix = instruction(self.section.get("prompt", "llava15"))
-        return [Item(q.index, q.image, format_mcq_prompt(q.question, q.options, suffix),
+        return [Item(q.index, q.image, self.prompt(q.question, q.options),
                      {"index": q.index, "question": q.question, "options": q.options, "answer": q.answer,
                       "pattern": q.pattern}) for q in questions]
 
     def judge(self, p: dict) -> dict:
-        parsed = parse_response(p["response"], p["options"]) if p.get("response") is not None else None
+        read = READERS[self.scoring.reader]
+        parsed = read(p["response"], p["options"]) if p.get("response") is not None else None
         return {**p, "parsed": parsed, "correct": parsed is not None and f"({parsed})" == p["answer"]}
 
     def score(self, predictions: list[dict]) -> dict:
@@ -179,7 +222,8 @@ class MMVP(Benchmark):
 
     def describe(self) -> dict:
         applied = getattr(self, "_applied", {})
-        return {"root": str(self.section.get("root")), "prompt": self.section.get("prompt"),
+        return {"root": str(self.section.get("root")), "scoring": self.section["scoring"],
+                "prompt": self.section.get("prompt") or ("llava15" if self.scoring.prompt is None else self.section["scoring"]),
                 "corrections": self.section.get("corrections") or "none",
                 "corrections_applied": {str(k): v for k, v in applied.items()}}
 

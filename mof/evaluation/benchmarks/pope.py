@@ -113,6 +113,20 @@ class POPE(Benchmark):
                                        f"it holds with benchmark.splits=[{','.join(present)}]")
         return predictions
 
+    def question_id(self, fields: dict):
+        return fields["split"], str(fields["question_id"])
+
+    def answer_id(self, row: dict, source: Path):
+        """`(split, question_id)`: the split from the line (`category`, `split`) or the one split asked for."""
+        split, splits = row.get("split"), self.splits()
+        if split is None:
+            if len(splits) != 1:
+                raise BenchmarkFormatError(
+                    f"{source}:{row['line']}: question {row['id']} names no split (no 'category'); POPE's split files "
+                    "number their questions alike, so score one split's answers at a time: benchmark.splits=[random]")
+            split = splits[0]
+        return str(split), str(row["id"])
+
     def describe(self) -> dict:
         return {"root": str(self.section.get("root")), "image_root": str(self.section.get("image_root")),
                 "splits": self.splits(), "prompt": self.section.get("prompt", "llava15")}

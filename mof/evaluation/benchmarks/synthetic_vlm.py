@@ -10,7 +10,7 @@ from pathlib import Path
 from ...data.synthetic import (BENCHMARK_SEED_OFFSET, PROPERTIES, caption, generation_spec, make_images,
                                write_once)
 from ...data.patterns import canonical_pattern
-from .mmvp_vlm import IMAGE_DIRS, MMVPVLM, evaluate_vlm
+from .mmvp_vlm import IMAGE_DIRS, MMVPVLM
 
 DEFAULTS = {"pairs_per_pattern": 20, "seed": 0, "size": 64}
 
@@ -39,8 +39,5 @@ class SyntheticVLM(MMVPVLM):
 
     name = "synthetic_vlm"
 
-    def evaluate_model(self, checkpoint, out_dir, device) -> dict:
-        if not checkpoint:
-            raise ValueError("checkpoint: a CLIP-like model (hub id or directory) is required for synthetic_vlm")
-        root = self.section.get("root") or synthetic_vlm_root(self.data_dir, **dict(self.section.get("synthetic") or {}))
-        return evaluate_vlm(checkpoint, root, out_dir, device, self.name)
+    def vlm_root(self):
+        return self.section.get("root") or synthetic_vlm_root(self.data_dir, **dict(self.section.get("synthetic") or {}))

@@ -1,8 +1,14 @@
-"""Cambrian-1's Spatial Vision Aggregator (cambrian-mllm/cambrian, `vision_sampler.py`).
+"""A spatial aggregation connector after Cambrian-1's Spatial Vision Aggregator (cambrian-mllm/cambrian,
+`vision_sampler.py`): the window layout and one cross-attention step are Cambrian's, the rest is not.
 
 Learnable queries on an S x S grid; query (i, j) cross-attends only to window (i, j) of every encoder's
 patch map (an encoder with a G x G grid contributes a (G/S) x (G/S) window), so encoders of different
 grids mix without resampling. `layers` rounds of attention + MLP, then one adapter to the LLM's width.
+
+Not Cambrian's SVA: a round here is `q + attn + MLP(LN(q + attn))` (Cambrian's `VisionCrossAttentionLayer`:
+`q + MLP(LN(q' + attn))` with `q'` the queries joined to a projected global context), and it has none of
+Cambrian's global context, per-window positional embeddings, query groups, newline tokens, or the aggregation
+layers inside the LLM (queries re-attending to the vision features every few decoder layers).
 """
 
 from __future__ import annotations
