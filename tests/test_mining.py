@@ -5,6 +5,7 @@ evaluate.py runs once its questions are written."""
 import csv
 import io
 import json
+import re
 import shutil
 import tarfile
 
@@ -111,7 +112,12 @@ def test_synthetic_run_writes_every_output_and_the_benchmark_evaluates(tmp_path,
     assert len({frozenset((r["image_a"], r["image_b"])) for r in rows}) == len(rows)
     assert all(r["image_a"] != r["image_b"] for r in rows)
     page = (run / "review.html").read_text()
-    assert page.count('class="p"') == len(rows) and 'data-page="1"' in page and "review_images/00000a.jpg" in page
+    shown = page.count('class="p"')
+    assert shown == summary["review_pairs"] and 5 < shown <= len(rows) and 'data-page="1"' in page
+    assert "review_images/00000a.jpg" in page and f"({len(rows)} found, {shown} shown)" in page
+    # no image in more than review.max_pairs_per_image (2) of the pairs shown
+    names = re.findall(r'title="([^"]+)"', page)
+    assert max(names.count(n) for n in set(names)) <= 2
     assert (run / "review_images" / "00000a.jpg").is_file() and (run / "contact_sheet.png").stat().st_size > 1000
     questions = list(csv.DictReader(open(run / "benchmark" / "Questions.csv")))
     assert [q["Index"] for q in questions] == ["1", "2", "3", "4", "5", "6"]
@@ -162,11 +168,22 @@ def test_sharded_embedding_resumes_and_two_processes_agree(tmp_path, data_dir):
     summary = json.loads((one / "summary.json").read_text())
     assert summary["shards"] == 5 and summary["shards_computed"] == 1
     assert np.array_equal(load_shards(one / "embeddings", 5)[3], clip)
-    # Lightning predict on two processes (gloo): each shard written once, the same embeddings and pairs
+    # Lightning predict on two processes (gloo): each shard written once, the same embeddings; the search split
+    # between the two ranks (each its half of the queries against the whole index): the same pairs
     two = tmp_path / "two"
     _mine(two, data_dir, "shard_size=16", "trainer.devices=2", "trainer.strategy=ddp")
     ids2, _, _, clip2, dino2 = load_shards(two / "embeddings", 5)
     assert ids2 == ids and np.array_equal(clip2, clip) and np.array_equal(dino2, dino)
+    assert json.loads((two / "summary.json").read_text())["search_ranks"] == 2
+    halves = [np.load(two / "search" / f"candidates-{r:05d}.npy") for r in (0, 1)]
+    assert all(len(h) for h in halves) and len(np.load(one / "search" / "candidates-00000.npy")) <= sum(map(len, halves))
+    assert (two / "pairs.csv").read_text() == (one / "pairs.csv").read_text()
+    # every shard reused, the search still split: the ranks are started without any embedding to do
+    (two / "summary.json").unlink()
+    (two / "pairs.csv").unlink()
+    _mine(two, data_dir, "shard_size=16", "trainer.devices=2", "trainer.strategy=ddp")
+    summary = json.loads((two / "summary.json").read_text())
+    assert summary["shards_computed"] == 0 and summary["search_ranks"] == 2
     assert (two / "pairs.csv").read_text() == (one / "pairs.csv").read_text()
 
 
@@ -207,3 +224,77 @@ def test_encoders_tiny_as_the_readme_writes_it_mines_with_the_shipped_encoders(t
     run_script(["mine.py", "encoders=tiny", f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}",
                 "synthetic.pairs_per_pattern=2", "trainer.accelerator=cpu"])
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["encoders"] == TINY_ENCODERS
+
+
+def test_resume_recomputes_shards_made_from_other_images_or_encoders(tmp_path, data_dir):
+    """Before: a shard counted as done if its ids file existed: mine 3 images, then 4 into the same folder, and the
+    4th was never embedded or mined."""
+    from mof.model.presets import TINY_ENCODERS
+
+    src = tmp_path / "imgs"
+    for k, colour in enumerate(("red", "green", "blue")):
+        _img(src / f"{k}.png", colour)
+    run = tmp_path / "run"
+    _mine(run, data_dir, f"images={src}")
+    first = json.loads((run / "embeddings" / "manifest.json").read_text())
+    assert first["images"]["count"] == 3 and first["shard_size"] == 1024 and set(first["encoders"]) == {"clip", "dino"}
+    _img(src / "3.png", "yellow")
+    proc = _mine(run, data_dir, f"images={src}", "overwrite=true")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["embedded"] == 4 and summary["shards_computed"] == 1
+    assert summary["shards_recomputed"] == {"images changed": 1}
+    assert "1 of 1 shards computed again (1 images changed)" in proc.stdout
+    assert len(load_shards(run / "embeddings", 1)[0]) == 4
+    # the same images through another encoder: computed again, never mixed
+    proc = _mine(run, data_dir, f"images={src}", "overwrite=true", f"encoders.dino={TINY_ENCODERS['clip']}")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["shards_recomputed"] == {"setup changed": 1}
+    manifest = json.loads((run / "embeddings" / "manifest.json").read_text())
+    assert manifest["encoders"]["dino"]["weights"] == manifest["encoders"]["clip"]["weights"] != first["encoders"]["dino"]["weights"]
+    # nothing changed: every shard reused
+    _mine(run, data_dir, f"images={src}", "overwrite=true", f"encoders.dino={TINY_ENCODERS['clip']}")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["shards_computed"] == 0 and summary["shards_recomputed"] == {}
+
+
+def test_perceptual_hash_finds_copies_not_other_images():
+    from mof.mining.embed import dhash
+    from mof.mining.search import hamming
+
+    rng = np.random.default_rng(0)
+    base = Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8)).resize((120, 90), Image.BICUBIC)
+    buf = io.BytesIO()
+    base.resize((97, 73), Image.BILINEAR).save(buf, "JPEG", quality=60)   # resized and re-encoded
+    copy = Image.open(io.BytesIO(buf.getvalue()))
+    other = Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8)).resize((120, 90), Image.BICUBIC)
+    hashes = np.asarray([dhash(base), dhash(copy), dhash(other)], dtype=np.uint64)
+    bits = hamming(hashes, np.asarray([[0, 1], [0, 2]]))
+    assert bits[0] <= 6 < bits[1]
+    # by hand: 0b1011 and 0b0110 differ in 3 bits
+    assert hamming(np.asarray([0b1011, 0b0110], dtype=np.uint64), np.asarray([[0, 1]])).tolist() == [3]
+
+
+def test_copies_are_set_aside_and_one_image_cannot_fill_the_review():
+    from mof.mining.search import blind_pairs, cap_per_image
+
+    clip = unit(np.asarray([[1, 0.01, 0], [1, 0, 0.01], [1, 0.02, 0.0], [0, 1, 0]]))
+    dino = unit(np.asarray([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]]))
+    phashes = np.asarray([0, 1, 2 ** 40 - 1, 7], dtype=np.uint64)   # 0 and 1 are one bit apart: a copy
+    near = []
+    pairs, _, _ = blind_pairs(clip, dino, 0.9, 0.5, k=3, phashes=phashes, near_duplicate_bits=6, near_duplicates=near)
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 2), (1, 2)] and near == [(0, 1, 1)]
+    hub = np.asarray([[0, 1], [0, 2], [0, 3], [4, 5], [1, 2], [0, 6]])
+    assert cap_per_image(hub, 2).tolist() == [0, 1, 3, 4] and cap_per_image(hub, None).tolist() == list(range(6))
+
+
+@pytest.mark.parametrize("index", [{}, {"flat_max": 10, "nlist": 8, "nprobe": 8}])
+def test_ranks_split_the_queries_and_their_union_is_the_one_process_search(index):
+    from mof.mining.search import clip_candidates, query_rows
+
+    assert [list(query_rows(10, r, 3)) for r in range(3)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert list(query_rows(2, 2, 3)) == []    # more ranks than images: some search nothing
+    clip, _ = clustered()
+    one = clip_candidates(clip, 10, 0.8, **index)
+    parts = [clip_candidates(clip, 10, 0.8, rank=r, world=3, **index) for r in range(3)]
+    assert all(len(p) for p in parts)
+    assert np.array_equal(np.unique(np.concatenate(parts), axis=0), one)

@@ -1,7 +1,11 @@
 """The embedding stage: every image through both encoders, written as shards (`embeddings/{clip,dino}/NNNNN.npy`,
-float16, and `embeddings/ids/NNNNN.json`: ids, file hashes, skips). A shard whose files exist is never computed
-again, so a killed run resumes where it stopped. Runs as Lightning `Trainer.predict` with a prediction writer, on
-`trainer.devices` x `trainer.num_nodes` (each shard goes to one rank)."""
+float16, and `embeddings/ids/NNNNN.json`: ids, file hashes, skips, and the keys below). Runs as Lightning
+`Trainer.predict` with a prediction writer, on `trainer.devices` x `trainer.num_nodes` (each shard goes to one rank).
+
+Resume: a shard is reused only if it was computed from the same images in the same order (a hash of its image ids)
+by the same setup (a hash of the shard size and of each encoder's weights, config and preprocessing); any other
+shard is computed again, so a killed run resumes where it stopped and a changed image list or encoder is never
+mixed with old embeddings. `embeddings/manifest.json` records the setup and the image list of the last run."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.images import ImageError, decode_image
@@ -23,10 +28,37 @@ from .embedders import Embedder
 from .sources import ImageRef
 
 KINDS = ("clip", "dino")
+RECORD_VERSION = 2  # 2: each shard's ids file holds the images' perceptual hashes
 
 
-def shard_done(out: Path, shard: int) -> bool:
-    return (out / "ids" / f"{shard:05d}.json").is_file()
+def dhash(image: Image.Image) -> int:
+    """A 64-bit difference hash: the grey image at 9x8, one bit per horizontally adjacent pair (brighter to the
+    right). A resized or re-encoded copy differs in a few bits; another image in about half of them."""
+    small = np.asarray(image.convert("L").resize((9, 8), Image.BILINEAR), dtype=np.int16)
+    return int.from_bytes(np.packbits(small[:, 1:] > small[:, :-1]).tobytes(), "big")
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def shard_keys(refs: list[ImageRef], shard_size: int) -> list[str]:
+    """Per shard, the hash of its ordered image ids."""
+    return [_sha("\n".join(r.id for r in refs[s:s + shard_size])) for s in range(0, len(refs), shard_size)]
+
+
+def shard_state(out: Path, shard: int, images_key: str, setup_key: str) -> str:
+    """`done` (reusable), `missing`, or why its files cannot be reused (`images changed`, `setup changed`)."""
+    path = out / "ids" / f"{shard:05d}.json"
+    if not path.is_file():
+        return "missing"
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "unreadable"
+    if record.get("setup") != setup_key:
+        return "setup changed"
+    return "done" if record.get("images") == images_key else "images changed"
 
 
 class Shards(Dataset):
@@ -40,7 +72,7 @@ class Shards(Dataset):
 
     def __getitem__(self, k: int) -> dict:
         shard = self.pending[k]
-        images, ids, hashes, skipped = [], [], [], Counter()
+        images, ids, hashes, phashes, skipped = [], [], [], [], Counter()
         for ref in self.refs[shard * self.shard_size:(shard + 1) * self.shard_size]:
             try:  # decoded as training decodes: EXIF, alpha, size limits checked before decoding
                 data = ref.read_bytes()
@@ -56,9 +88,11 @@ class Shards(Dataset):
                 continue
             ids.append(ref.id)
             hashes.append(hashlib.sha1(data).hexdigest())
+            phashes.append(f"{dhash(images[-1]):016x}")
         pixels = {kind: p(images=images, return_tensors="pt")["pixel_values"] if images else None
                   for kind, p in self.processors.items()}
-        return {"shard": shard, "ids": ids, "hashes": hashes, "skipped": dict(skipped), "pixels": pixels}
+        return {"shard": shard, "ids": ids, "hashes": hashes, "phashes": phashes, "skipped": dict(skipped),
+                "pixels": pixels}
 
 
 class EmbedModule(pl.LightningModule):
@@ -68,7 +102,7 @@ class EmbedModule(pl.LightningModule):
         self.batch_size = batch_size
 
     def predict_step(self, item: dict, batch_idx: int = 0) -> dict:
-        out = {k: item[k] for k in ("shard", "ids", "hashes", "skipped")}
+        out = {k: item[k] for k in ("shard", "ids", "hashes", "phashes", "skipped")}
         for kind, embedder in self.embedders.items():
             pixels = item["pixels"][kind]
             if pixels is None:
@@ -80,21 +114,22 @@ class EmbedModule(pl.LightningModule):
 
 
 class ShardWriter(BasePredictionWriter):
-    """Writes each shard as it is computed; the ids file goes last and marks the shard complete."""
+    """Writes each shard as it is computed; the ids file (with the shard's keys) goes last and marks it complete."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, keys: list[str], setup_key: str):
         super().__init__(write_interval="batch")
-        self.out = out
+        self.out, self.keys, self.setup_key = out, keys, setup_key
 
     def write_on_batch_end(self, trainer, module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         shard = prediction["shard"]
         for kind in KINDS:
-            _atomic(self.out / kind / f"{shard:05d}.npy", lambda f: np.save(f, prediction[kind]))
-        record = {k: prediction[k] for k in ("ids", "hashes", "skipped")}
-        _atomic(self.out / "ids" / f"{shard:05d}.json", lambda f: f.write(json.dumps(record).encode()))
+            atomic_write(self.out / kind / f"{shard:05d}.npy", lambda f: np.save(f, prediction[kind]))
+        record = {**{k: prediction[k] for k in ("ids", "hashes", "phashes", "skipped")}, "images": self.keys[shard],
+                  "setup": self.setup_key}
+        atomic_write(self.out / "ids" / f"{shard:05d}.json", lambda f: f.write(json.dumps(record).encode()))
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
@@ -104,20 +139,43 @@ def _atomic(path: Path, write) -> None:
 
 def embed_all(refs: list[ImageRef], out: Path, encoders: dict[str, str], shard_size: int, batch_size: int,
               num_workers: int, trainer_kwargs: dict) -> dict:
-    """Embed the pending shards; returns what ran (`shards`, `pending`)."""
-    n_shards = (len(refs) + shard_size - 1) // shard_size
-    pending = [s for s in range(n_shards) if not shard_done(out, s)]
-    if pending:
-        embedders = {kind: Embedder(ref) for kind, ref in encoders.items()}
-        data = Shards(refs, shard_size, pending, {k: e.processor for k, e in embedders.items()})
-        loader = DataLoader(data, batch_size=None, num_workers=num_workers)
-        trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False,
-                             callbacks=[ShardWriter(out)], **trainer_kwargs)
-        trainer.predict(EmbedModule(embedders, batch_size), dataloaders=loader, return_predictions=False)
-        trainer.strategy.barrier("mof-embed")  # every rank's shards are written
-        if not trainer.is_global_zero:
-            return {"shards": n_shards, "pending": len(pending), "rank": trainer.global_rank}
-    return {"shards": n_shards, "pending": len(pending), "rank": 0}
+    """Embed the shards not computed yet by this setup from these images; returns what ran (`shards`, `pending`,
+    `recomputed`: shards whose old files did not match, by reason)."""
+    embedders = {kind: Embedder(ref) for kind, ref in encoders.items()}
+    setup = {"record": RECORD_VERSION, "shard_size": shard_size,
+             "encoders": {kind: e.identity() for kind, e in embedders.items()}}
+    setup_key = _sha(json.dumps(setup, sort_keys=True))
+    keys = shard_keys(refs, shard_size)
+    n_shards = len(keys)
+    states = [shard_state(out, s, keys[s], setup_key) for s in range(n_shards)]
+    pending = [s for s, state in enumerate(states) if state != "done"]
+    recomputed = dict(Counter(state for state in states if state not in ("done", "missing")))
+    if recomputed:
+        print(f"mine: embeddings in {out}: {sum(recomputed.values())} of {n_shards} shards computed again ("
+              + ", ".join(f"{n} {why}" for why, n in recomputed.items()) + "); old embeddings are never mixed in")
+    # the trainer is made even when every shard is reused: its launcher starts the ranks that share the search
+    data = Shards(refs, shard_size, pending, {k: e.processor for k, e in embedders.items()})
+    loader = DataLoader(data, batch_size=None, num_workers=num_workers if pending else 0)
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False,
+                         enable_progress_bar=bool(pending), callbacks=[ShardWriter(out, keys, setup_key)],
+                         **trainer_kwargs)
+    trainer.predict(EmbedModule(embedders, batch_size), dataloaders=loader, return_predictions=False)
+    trainer.strategy.barrier("mof-embed")      # every rank's shards are written
+    ran = {"shards": n_shards, "pending": len(pending), "recomputed": recomputed, "rank": trainer.global_rank,
+           "world": trainer.world_size, "barrier": trainer.strategy.barrier}
+    if not trainer.is_global_zero:
+        return ran
+    manifest = {"version": 1, "images": {"count": len(refs), "ids_sha256": _sha("\n".join(r.id for r in refs))},
+                "shards": n_shards, **setup, "setup_sha256": setup_key}
+    atomic_write(out / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    return ran
+
+
+def load_phashes(out: Path, n_shards: int) -> np.ndarray:
+    """The images' perceptual hashes (uint64), in the order of `load_shards`."""
+    values = [int(h, 16) for s in range(n_shards)
+              for h in json.loads((out / "ids" / f"{s:05d}.json").read_text())["phashes"]]
+    return np.asarray(values, dtype=np.uint64)
 
 
 def load_shards(out: Path, n_shards: int) -> tuple[list[str], list[str], dict, np.ndarray, np.ndarray]:

@@ -5,6 +5,8 @@ of what each family is."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -31,6 +33,10 @@ def _cls(model, pixel_values):  # DINOv2 (with or without registers): the final 
 EMBEDDINGS = {"projected": _projected, "cls": _cls}  # by EncoderFamily.image_embedding
 
 
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class Embedder(torch.nn.Module):
     """A model from the hub or a local folder, its image processor, and its family's embedding rule."""
 
@@ -49,6 +55,19 @@ class Embedder(torch.nn.Module):
         with refused_pickles(ref):
             self.model = AutoModel.from_pretrained(ref).eval().requires_grad_(False)
         self.processor = AutoImageProcessor.from_pretrained(ref)
+
+    def identity(self) -> dict:
+        """What makes this encoder's embeddings what they are: its reference, a hash of its config, of every weight
+        (name, dtype, shape and bytes: a copy elsewhere is the same encoder, a fine-tuned one is not) and of its
+        image processor's settings."""
+        weights = hashlib.sha256()
+        for name, tensor in self.model.state_dict().items():
+            t = tensor.detach().cpu().contiguous().reshape(-1)
+            weights.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            weights.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return {"ref": str(self.ref), "model_type": self.kind, "config": _sha(self.model.config.to_json_string()),
+                "weights": weights.hexdigest(), "preprocessing": _sha(json.dumps(self.processor.to_dict(), sort_keys=True,
+                                                                                  default=str))}
 
     def pixels(self, images) -> torch.Tensor:
         return self.processor(images=images, return_tensors="pt")["pixel_values"]

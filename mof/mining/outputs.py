@@ -39,6 +39,15 @@ def write_duplicates(out: Path, ids: list[str], hashes: list[str]) -> list[list[
     return dups
 
 
+def write_near_duplicates(out: Path, ids: list[str], near: list) -> None:
+    """CLIP-near pairs set aside as copies (perceptual hashes `bits` apart), never blind pairs."""
+    with open(out / "near_duplicates.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["image_a", "image_b", "hash_bits_apart"])
+        for a, b, bits in near:
+            w.writerow([ids[a], ids[b], bits])
+
+
 def _thumb(ref: ImageRef, path: Path) -> None:
     if not path.exists():
         img = ref.open()
@@ -46,7 +55,8 @@ def _thumb(ref: ImageRef, path: Path) -> None:
         img.save(path, quality=90)
 
 
-def write_review(out: Path, refs: dict[str, ImageRef], ids, pairs, clip, dino, max_pairs: int, per_page: int) -> int:
+def write_review(out: Path, refs: dict[str, ImageRef], ids, pairs, clip, dino, max_pairs: int, per_page: int,
+                 found: int | None = None) -> int:
     """`review.html` over the first `max_pairs` pairs, `per_page` a page, thumbnails in `review_images/`."""
     thumbs = out / "review_images"
     thumbs.mkdir(exist_ok=True)
@@ -63,7 +73,7 @@ def write_review(out: Path, refs: dict[str, ImageRef], ids, pairs, clip, dino, m
     pages = max(1, (len(rows) + per_page - 1) // per_page)
     (out / "review.html").write_text(f"""<!doctype html><meta charset="utf-8"><title>CLIP-blind pairs</title>
 <style>body{{font-family:sans-serif}} td{{padding:4px;vertical-align:top}} img{{max-width:{THUMB}px}}</style>
-<h1>CLIP-blind pairs ({len(pairs)} found, {len(rows)} shown)</h1>
+<h1>CLIP-blind pairs ({len(pairs) if found is None else found} found, {len(rows)} shown)</h1>
 <p><button onclick="go(-1)">previous</button> page <span id="n">1</span> / {pages} <button onclick="go(1)">next</button></p>
 <table><tr><th>#</th><th>image a</th><th>image b</th><th>cosines</th></tr>{"".join(rows)}</table>
 <script>let page=0;function go(s){{page=Math.min(Math.max(page+s,0),{pages - 1});document.getElementById("n").textContent=page+1;
@@ -72,18 +82,21 @@ for(const r of document.querySelectorAll("tr.p"))r.style.display=(+r.dataset.pag
     return len(rows)
 
 
-def write_contact_sheet(out: Path, refs: dict[str, ImageRef], ids, pairs, clip, dino, n: int) -> Path:
-    """The top `n` pairs, one row each: image a, image b, and both cosines."""
+def write_contact_sheet(out: Path, refs: dict[str, ImageRef], ids, pairs, clip, dino, n: int, columns: int = 4) -> Path:
+    """The top `n` pairs on a grid, `columns` pairs a row: image a, image b, and both cosines under them."""
     top = pairs[:n].tolist()
-    sheet = Image.new("RGB", (2 * THUMB + 170, max(1, len(top)) * (THUMB + 10) + 10), "white")
+    cell_w, cell_h = 2 * THUMB + 15, THUMB + 40
+    cols = max(1, min(columns, len(top)))
+    rows = max(1, (len(top) + cols - 1) // cols)
+    sheet = Image.new("RGB", (cols * cell_w + 5, rows * cell_h + 5), "white")
     draw = ImageDraw.Draw(sheet)
-    for row, ((a, b), c, d) in enumerate(zip(top, clip.tolist(), dino.tolist())):
-        y = 10 + row * (THUMB + 10)
+    for k, ((a, b), c, d) in enumerate(zip(top, clip.tolist(), dino.tolist())):
+        x, y = 5 + (k % cols) * cell_w, 5 + (k // cols) * cell_h
         for col, i in enumerate((a, b)):
             img = refs[ids[i]].open()
             img.thumbnail((THUMB, THUMB))
-            sheet.paste(img, (col * THUMB + 5 * col, y))
-        draw.text((2 * THUMB + 15, y + 10), f"CLIP  {c:.3f}\nDINO  {d:.3f}\ngap   {c - d:.3f}", fill="black")
+            sheet.paste(img, (x + col * (THUMB + 5), y))
+        draw.text((x, y + THUMB + 4), f"#{k + 1}  CLIP {c:.3f}  DINO {d:.3f}  gap {c - d:.3f}", fill="black")
     sheet.save(out / "contact_sheet.png")
     return out / "contact_sheet.png"
 

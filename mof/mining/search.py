@@ -30,16 +30,25 @@ def build_index(vectors: np.ndarray, flat_max: int = 1_000_000, nlist: int | Non
     return index
 
 
-def clip_candidates(clip: np.ndarray, k: int, threshold: float, chunk: int = 65536, **index_options) -> np.ndarray:
+def query_rows(n: int, rank: int, world: int) -> range:
+    """The images rank `rank` of `world` searches for: a contiguous block, the blocks covering 0..n-1 once."""
+    per = -(-n // world)
+    return range(min(n, rank * per), min(n, (rank + 1) * per))
+
+
+def clip_candidates(clip: np.ndarray, k: int, threshold: float, chunk: int = 65536, rank: int = 0, world: int = 1,
+                    **index_options) -> np.ndarray:
     """`[m, 2]` index pairs (i < j), each once, among each image's `k` nearest neighbours, whose exact CLIP cosine
-    exceeds `threshold`."""
+    exceeds `threshold`. With `world` ranks, rank `rank` searches only its block of query images (`query_rows`)
+    against the whole index; the union of the ranks' pairs is the one-process result."""
     n = len(clip)
     if n < 2:
         return np.zeros((0, 2), dtype=np.int64)
     index = build_index(clip, **index_options)
-    found = []
-    for start in range(0, n, chunk):
-        _, neighbours = index.search(clip[start:start + chunk], min(k + 1, n))
+    rows_of_rank = query_rows(n, rank, world)
+    found = [np.zeros((0, 2), dtype=np.int64)]
+    for start in range(rows_of_rank.start, rows_of_rank.stop, chunk):
+        _, neighbours = index.search(clip[start:min(start + chunk, rows_of_rank.stop)], min(k + 1, n))
         rows = np.repeat(np.arange(start, start + len(neighbours)), neighbours.shape[1])
         cols = neighbours.reshape(-1)
         keep = (cols >= 0) & (cols != rows)
@@ -55,20 +64,49 @@ def cosine(vectors: np.ndarray, pairs: np.ndarray, chunk: int = 1_000_000) -> np
                            for s in range(0, len(pairs), chunk)]) if len(pairs) else np.zeros(0, np.float32)
 
 
+def hamming(hashes: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Bits that differ between the 64-bit perceptual hashes of each pair's images."""
+    x = np.bitwise_xor(hashes[pairs[:, 0]], hashes[pairs[:, 1]]).astype(np.uint64)
+    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+
+
 def blind_pairs(clip: np.ndarray, dino: np.ndarray, clip_threshold: float, dino_threshold: float, k: int,
-                exclude_same: list | None = None, **index_options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                exclude_same: list | None = None, phashes: np.ndarray | None = None, near_duplicate_bits: int | None = None,
+                near_duplicates: list | None = None, candidates: np.ndarray | None = None,
+                **index_options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`(pairs, clip cosines, dino cosines)` of CLIP-near (> clip_threshold), DINO-far (< dino_threshold) pairs,
     sorted by the gap clip - dino (largest first). `exclude_same`: a key per image (file hash); pairs of equal keys
-    are duplicates, not blind pairs."""
-    pairs = clip_candidates(clip, k, clip_threshold, **index_options)
+    are duplicates, not blind pairs. `phashes` (64-bit perceptual hashes): a pair whose hashes differ in at most
+    `near_duplicate_bits` bits is a resized or re-encoded copy, not a blind pair; such pairs are appended to
+    `near_duplicates` as `(i, j, bits)`. `candidates`: the CLIP-near pairs found already (by several ranks)."""
+    pairs = clip_candidates(clip, k, clip_threshold, **index_options) if candidates is None else candidates
     if exclude_same is not None and len(pairs):
         keys = np.asarray(exclude_same)
         pairs = pairs[keys[pairs[:, 0]] != keys[pairs[:, 1]]]
+    if phashes is not None and near_duplicate_bits is not None and len(pairs):
+        bits = hamming(np.asarray(phashes, dtype=np.uint64), pairs)
+        near = bits <= near_duplicate_bits
+        if near_duplicates is not None:
+            near_duplicates.extend(zip(pairs[near, 0].tolist(), pairs[near, 1].tolist(), bits[near].tolist()))
+        pairs = pairs[~near]
     c, d = cosine(clip, pairs), cosine(dino, pairs)
     keep = d < dino_threshold
     pairs, c, d = pairs[keep], c[keep], d[keep]
     order = np.lexsort((pairs[:, 1], pairs[:, 0], -(c - d)))
     return pairs[order], c[order], d[order]
+
+
+def cap_per_image(pairs: np.ndarray, max_per_image: int | None) -> np.ndarray:
+    """Indices of `pairs` (in their order) kept when no image may appear in more than `max_per_image` of them: one
+    "hub" image cannot fill the top of a review."""
+    if max_per_image is None:
+        return np.arange(len(pairs))
+    seen, keep = {}, []
+    for n, (a, b) in enumerate(pairs.tolist()):   # a Python loop over the written pairs (max_pairs at most)
+        if seen.get(a, 0) < max_per_image and seen.get(b, 0) < max_per_image:
+            seen[a], seen[b] = seen.get(a, 0) + 1, seen.get(b, 0) + 1
+            keep.append(n)
+    return np.asarray(keep, dtype=np.int64)
 
 
 def brute_force_pairs(clip: np.ndarray, dino: np.ndarray, clip_threshold: float, dino_threshold: float) -> set:
