@@ -94,7 +94,8 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def fit_timed(model, loader, steps: int, skip: int = 2, lr: float = 1e-5, accelerator: str = "cpu") -> StepTimer:
+def fit_timed(model, loader, steps: int, skip: int = 2, lr: float = 1e-5, accelerator: str = "cpu",
+              fused: bool = False) -> StepTimer:
     """`steps` optimizer steps of the shipped training step (`MofLitModule.training_step` in a Lightning
     `Trainer`) over `loader`; the first `skip` steps warm up and are not timed."""
     import lightning.pytorch as pl
@@ -102,7 +103,7 @@ def fit_timed(model, loader, steps: int, skip: int = 2, lr: float = 1e-5, accele
     from mof.training.module import MofLitModule
 
     timer = StepTimer(skip)
-    module = MofLitModule(model, {"lr": lr}, {"warmup_ratio": 0.0})
+    module = MofLitModule(model, {"lr": lr, "fused": fused}, {"warmup_ratio": 0.0})
     trainer = pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[timer.callback],
                          gradient_clip_val=1.0, use_distributed_sampler=False, num_sanity_val_steps=0)

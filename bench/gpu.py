@@ -1,6 +1,7 @@
 """Training throughput of a paper-size MoF model on one GPU through the shipped training step
 (`MofLitModule.training_step` in a Lightning `Trainer`): real tokens/s, model FLOPs utilisation, peak memory,
-padded vs packed and full vs chunked vs Liger loss.
+padded vs packed, the loss implementations, and each speed option (mof/model/speed.py) alone and combined:
+FlexAttention over packed rows, Liger's kernels, regional torch.compile, fused AdamW, partial checkpointing.
 
 Randomly initialised CLIP ViT-L/14-336 + DINOv2 ViT-L/14 + a 7B Llama (no weights needed), I-MoF (1152 visual
 tokens), bf16, SDPA attention, gradient checkpointing, stage-2 shapes (encoders frozen, adapters + LLM trained
@@ -20,32 +21,29 @@ from common import fit_timed, median, record, table
 from packing import draw_samples, loader
 
 from mof import MofForConditionalGeneration, paper_config, tiny_config
+from mof.model.flops import training_flops
+from mof.model.speed import SpeedOptionError, apply_speed, check_speed_options, checkpoint_layers
 
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12}  # dense bf16 tensor-core FLOP/s
 
-# name: (packing, pack_length, loss_implementation)
-MODES = {
-    "padded, full loss": (False, None, "full"),
-    "packed, full loss": (True, None, "full"),
-    "padded, Liger loss": (False, None, "liger"),
-    "padded, chunked loss": (False, None, "chunked"),
-    "packed rows of 4096, full loss": (True, 4096, "full"),
-    "packed rows of 4096, Liger loss": (True, 4096, "liger"),
+BASE = {"packing": False, "pack_length": None, "loss": "full", "attention": "sdpa", "liger_kernels": False,
+        "compile_layers": None, "fused_adamw": False, "checkpoint": True}
+FLEX = {"packing": True, "pack_length": 4096, "attention": "flex_attention"}
+MODES = {  # name: what differs from BASE; the options that cannot be undone (Liger, compile) come last
+    "padded, full loss": {},
+    "packed, full loss": {"packing": True},
+    "padded, Liger loss": {"loss": "liger"},
+    "padded, chunked loss": {"loss": "chunked"},
+    "padded, fused AdamW, checkpoint 50% of layers": {"fused_adamw": True, "checkpoint": 0.5},
+    "packed rows of 4096, full loss": {"packing": True, "pack_length": 4096},
+    "packed rows of 4096, Liger loss": {"packing": True, "pack_length": 4096, "loss": "liger"},
+    "packed 4096, FlexAttention": FLEX,
+    "packed 4096, FlexAttention, fused AdamW": {**FLEX, "fused_adamw": True},
+    "packed 4096, FlexAttention, checkpoint 50% of layers": {**FLEX, "checkpoint": 0.5},
+    "packed 4096, FlexAttention, Liger kernels + loss": {**FLEX, "liger_kernels": True, "loss": "liger"},
+    "packed 4096, all: Flex, Liger, compiled layers, fused AdamW": {**FLEX, "liger_kernels": True, "loss": "liger",
+                                                                      "compile_layers": "inductor", "fused_adamw": True},
 }
-
-
-def model_flops(model, lengths: list[int], images: int) -> float:
-    """Model FLOPs of one training step over samples of `lengths` real tokens: 6 N per token for the trained LLM
-    and adapters plus causal-attention 12 L h s per token of a sample of s tokens, and 2 N per token for the
-    frozen encoders' forward. Padding and recomputation are not model FLOPs."""
-    cfg = model.config.text_config
-    n_llm = sum(p.numel() for m in (model.language_model, model.lm_head) for p in m.parameters())
-    n_adapter = sum(p.numel() for p in model.fusion.parameters())
-    llm = sum(6 * n_llm * s + 12 * cfg.num_hidden_layers * cfg.hidden_size * s * s for s in lengths)
-    adapters = 6 * n_adapter * images * model.config.encoder_specs[0].num_tokens
-    vision = sum(2 * sum(p.numel() for p in enc.parameters()) * (enc.spec.num_tokens + enc.num_prefix_tokens) * images
-                 for enc in model.vision_encoders)
-    return llm + adapters + vision
 
 
 def loss_agreement(model, items, device) -> str:
@@ -87,7 +85,7 @@ def main():
     with torch.device(device):
         model = MofForConditionalGeneration(config).to(dtype)
     model.vision_encoders.requires_grad_(False)
-    model.gradient_checkpointing_enable()
+    checkpoint_layers(model, True)
     items = draw_samples(batch * a.steps, config, a.max_length)
     if not a.tiny:  # the paper's 336 px inputs
         for x in items:
@@ -97,23 +95,39 @@ def main():
     name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
     peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
     rows = []
+    liger_applied = False
     for mode in a.modes:
-        packing, pack_length, loss = MODES[mode]
-        model.config.loss_implementation = loss
+        o = {**BASE, **MODES[mode]}
+        packing, pack_length = o["packing"], o["pack_length"]
+        model.config.loss_implementation = o["loss"]
+        try:
+            check_speed_options(o["attention"], o["liger_kernels"], o["compile_layers"], o["checkpoint"], True, device)
+            if o["liger_kernels"] and not liger_applied:
+                apply_speed(model, attention=o["attention"], liger_kernels=True, gradient_checkpointing=o["checkpoint"])
+                liger_applied = True
+            model.model.language_model.set_attn_implementation(o["attention"])
+            checkpoint_layers(model, o["checkpoint"])
+            for layer in model.model.language_model.layers:
+                if o["compile_layers"]:
+                    layer.compile(backend=o["compile_layers"])
+        except SpeedOptionError as e:
+            rows.append([mode, f"not run: {str(e)[:90]}", "", "", "", "", ""])
+            continue
         if device == "cuda":
             gc.collect()
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         data = loader(items, batch, packing, False, pack_length)
         try:
-            timer = fit_timed(model, data, a.steps, a.skip, accelerator="gpu" if device == "cuda" else "cpu")
-        except (torch.OutOfMemoryError, ImportError) as e:
+            timer = fit_timed(model, data, a.steps, a.skip, accelerator="gpu" if device == "cuda" else "cpu",
+                              fused=o["fused_adamw"])
+        except (torch.OutOfMemoryError, ImportError, NotImplementedError) as e:
             rows.append([mode, f"{type(e).__name__}: {str(e).splitlines()[0][:80]}", "", "", "", "", ""])
             continue
         timed = [i for b in data.batch_sampler.batches()[a.skip:a.steps] for i in b]
         lengths = [len(items[i]["input_ids"]) for i in timed]
         images = sum(items[i]["pixel_values"] is not None for i in timed)
-        flops = model_flops(model, lengths, images) / timer.seconds
+        flops = training_flops(model, lengths, images) / timer.seconds
         rows.append([mode, f"{timer.tokens / timer.seconds:.0f}", f"{1 - timer.tokens / timer.positions:.1%}",
                      f"{median(timer.times):.2f}", f"{flops / 1e12:.0f}", f"{flops / peak:.1%}" if peak else "-",
                      f"{torch.cuda.max_memory_allocated() / 1024**3:.1f}" if device == "cuda" else "-"])
@@ -122,8 +136,8 @@ def main():
     llava_per_gpu = 665_000 / (10 * 3600 * 8)
     record(f"GPU training step ({'tiny, CPU' if a.tiny else 'paper size'}): packing and the loss",
            f"{name}; I-MoF ({config.num_visual_tokens} visual tokens), batch {batch} samples of up to {a.max_length} "
-           f"tokens (LLaVA-665K-like mix, random order), {'bf16' if device == 'cuda' else 'fp32'}, SDPA, gradient "
-           f"checkpointing, AdamW; {a.steps - a.skip} timed steps after {a.skip} of `MofLitModule.training_step` "
+           f"tokens (LLaVA-665K-like mix, random order), {'bf16' if device == 'cuda' else 'fp32'}, SDPA and "
+           f"gradient checkpointing of every layer unless the mode says otherwise, AdamW; {a.steps - a.skip} timed steps after {a.skip} of `MofLitModule.training_step` "
            f"per mode\n\n{body}",
            f"Reference: LLaVA-1.5-7B instruction tuning (665K samples in ~10 h on 8 A100s) is {llava_per_gpu:.2f} "
            "samples/s per A100. MFU counts model FLOPs of the real tokens (not padding, not recomputation) against "

@@ -6,6 +6,7 @@ import math
 import typing
 from pathlib import Path
 
+import torch
 from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
 
 from ..evaluation.benchmarks import BENCHMARKS
@@ -14,6 +15,7 @@ from ..errors import ConfigError
 from ..model.stages import STAGES
 from ..data.conversation import TEMPLATES
 from ..model import FUSIONS
+from ..model.speed import check_speed_options
 from ..model.weights import require_available
 from .strategies import STRATEGIES
 
@@ -53,6 +55,13 @@ def validate(cfg) -> None:
     _check(cfg.strategy.name in STRATEGIES, "strategy.name", f"one of {STRATEGIES}", cfg.strategy.name)
     precision = cfg.trainer.get("precision")
     _check(precision is None or precision in PRECISIONS, "trainer.precision", f"null or one of {PRECISIONS}", precision)
+    speed = cfg.get("speed") or {}
+    accelerator = str(cfg.trainer.get("accelerator"))
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    check_speed_options(speed.get("attention", "sdpa"), speed.get("liger_kernels", False), speed.get("compile_layers"),
+                        cfg.model.get("gradient_checkpointing"), training=True, device="cuda" if gpu else "cpu")
+    _check(isinstance(speed.get("fused_adamw", False), bool), "speed.fused_adamw", "true or false",
+           speed.get("fused_adamw"))
     opt = cfg.stage.optimizer
     for key in ("lr", "adapter_lr", "vision_lr", "llm_lr"):
         if opt.get(key) is not None:

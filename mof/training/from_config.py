@@ -24,6 +24,12 @@ def model_config_from(cfg) -> MofConfig:
         raise ConfigError(f"model.config / mof: {cause}") from e
 
 
+def model_speed(cfg) -> dict:
+    """`speed.*` as `build_model` takes it (the optimizer's `fused_adamw` goes to the optimizer)."""
+    speed = OmegaConf.to_container(cfg.speed, resolve=True) if cfg.get("speed") is not None else {}
+    return {k: v for k, v in speed.items() if k != "fused_adamw"}
+
+
 def stage_plan(cfg) -> StagePlan:
     return StagePlan.from_stage_config(cfg.stage)
 
@@ -32,7 +38,8 @@ def build_model_from_cfg(cfg, model_config: MofConfig | None = None):
     """Built, pretrained weights loaded, a previous run's adapters copied in (`model.projector_from`), staged."""
     m = cfg.model
     model = build_model(model_config or model_config_from(cfg), seed=cfg.seed, load_pretrained=bool(m.get("load_pretrained")),
-                        dtype=m.get("dtype"), gradient_checkpointing=bool(m.get("gradient_checkpointing")))
+                        dtype=m.get("dtype"), gradient_checkpointing=m.get("gradient_checkpointing") or False,
+                        speed=model_speed(cfg))
     if m.get("projector_from"):
         load_adapters(model, m.projector_from)
     return apply_stage(model, stage_plan(cfg))

@@ -35,15 +35,17 @@ def param_groups(model, lr: float, weight_decay: float, adapter_lr=None, vision_
 
 
 def build_optimizer(model, total_steps: int, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999),
-                    adapter_lr=None, vision_lr=None, llm_lr=None, warmup_ratio: float = 0.03, cpu_adam: bool = False):
-    """AdamW over the parameter groups; `cpu_adam`: DeepSpeed's CPU AdamW, which ZeRO-Offload requires."""
+                    adapter_lr=None, vision_lr=None, llm_lr=None, warmup_ratio: float = 0.03, cpu_adam: bool = False,
+                    fused: bool = False):
+    """AdamW over the parameter groups; `cpu_adam`: DeepSpeed's CPU AdamW, which ZeRO-Offload requires; `fused`:
+    torch's fused AdamW (`speed.fused_adamw`), the same update in one kernel."""
     groups = param_groups(model, lr, weight_decay, adapter_lr, vision_lr, llm_lr)
     if cpu_adam:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
         optimizer = DeepSpeedCPUAdam(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay, adamw_mode=True)
     else:
-        optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=bool(fused) or None)
     warmup = math.ceil(warmup_ratio * total_steps)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, max(total_steps, 1))
     return optimizer, scheduler
