@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
-# Creates .venv and installs mof with everything it needs. torch first, so that no other package picks its build;
-# pip takes the build it finds (the CPU one on this project's machines; PyPI's Linux wheel is the CUDA build), and
-# the last lines say which one it got and what to run next.
+# Creates .venv and installs mof with everything it needs. torch first, so that no other package picks its build:
+# with a GPU (nvidia-smi lists one), PyPI's wheel, the CUDA build; without, the CPU build from PyTorch's CPU index
+# (or, when that index is out of reach, the build the configured index offers). It says which it chose, and the last
+# lines say which build it got and what to run next.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-python -m pip install -q torch==2.13.0
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "setup.sh: a GPU is present: torch's CUDA build (PyPI)"
+  python -m pip install -q torch==2.13.0
+elif python -c "import urllib.request as u; u.urlopen('https://download.pytorch.org/whl/cpu/torch/', timeout=5)" 2>/dev/null; then
+  echo "setup.sh: no GPU: torch's CPU build (PyTorch's CPU index)"
+  python -m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+else
+  echo "setup.sh: no GPU, and PyTorch's CPU index is out of reach: torch as the configured index offers it"
+  python -m pip install -q torch==2.13.0
+fi
 # DeepSpeed is an sdist whose build imports torch: build it against the torch installed above.
 DS_BUILD_OPS=0 python -m pip install -q --no-build-isolation "deepspeed>=0.16"
 python -m pip install -q -e ".[test,tune,lmms-eval,mining]"

@@ -28,6 +28,7 @@ def setup_console() -> None:
         logger.propagate = True
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_Drop("💡 Tip"))
     logging.getLogger("DeepSpeed").addFilter(_Drop("Setting accelerator to CPU"))  # DeepSpeed logs to stdout
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build it tried: eight lines per import
     transformers.utils.logging.disable_progress_bar()  # weight loading/saving bars; training's bar stays
     for category in (DeprecationWarning, FutureWarning):
         warnings.filterwarnings("ignore", category=category)
@@ -37,3 +38,5 @@ def setup_console() -> None:
     # (tests/test_train.py::test_sigkill_mid_epoch_then_resume_matches holds it).
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
+    # mine.py's prediction writer gets one whole shard per step and never reads batch indices
+    warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices fetched from your dataloader")

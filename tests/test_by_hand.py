@@ -253,3 +253,52 @@ def test_correlation_needs_three_common_patterns(tmp_path):
     assert row["pearson_r"] is None and row["patterns"] == 2
     assert "n/a (2 common patterns; r needs 3)" in (tmp_path / "r" / "correlation.md").read_text()
     assert json.loads((tmp_path / "r" / "correlation.json").read_text())[0]["pearson_r"] is None
+
+
+def test_sample_lengths_of_padded_and_packed_batches():
+    from mof.model.flops import sample_lengths
+
+    ids = torch.zeros(2, 6, dtype=torch.long)
+    assert sample_lengths(ids, attention_mask=torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]])) == [3, 6]
+    assert sample_lengths(ids, position_ids=torch.tensor([[0, 1, 2, 0, 1, 0], [0, 1, 2, 3, 0, 1]])) == [3, 2, 1, 4, 2]
+    assert sample_lengths(ids) == [6, 6]
+
+
+def test_training_flops_by_hand():
+    """A 2-layer LLM of width 64: 6 N per token + 12 L h s per token, and the towers' and adapters' share."""
+    from mof import MofForConditionalGeneration, tiny_config
+    from mof.model.flops import training_flops
+
+    model = MofForConditionalGeneration(tiny_config(fusion="interleaved", vocab_size=544))
+    n_llm = sum(p.numel() for p in model.model.language_model.parameters()) + model.lm_head.weight.numel()
+    L, h = model.config.text_config.num_hidden_layers, model.config.text_config.hidden_size
+    text_only = training_flops(model, [10, 20], images=0)
+    assert text_only == 6 * n_llm * 30 + 12 * L * h * (10 * 10 + 20 * 20)
+    assert training_flops(model, [10, 20], images=1) > text_only
+
+
+def test_grad_norm_is_the_total_2_norm(monkeypatch):
+    """GradNormMonitor logs Lightning's `grad_norm` total: sqrt(3^2 + 4^2 + 12^2) = 13 over two parameters."""
+    from mof.training.callbacks import GradNormMonitor
+
+    class Module(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
+            self.logged = {}
+
+        def log(self, name, value, **_):
+            self.logged[name] = float(value)
+
+    module = Module()
+    module.a.grad, module.b.grad = torch.tensor([3.0, 4.0]), torch.tensor([12.0])
+    trainer = type("T", (), {"global_step": 0, "log_every_n_steps": 1})()
+    GradNormMonitor().on_before_optimizer_step(trainer, module, None)
+    assert module.logged["train/grad_norm"] == pytest.approx(13.0)
+
+
+def test_pearson_is_numpys_and_undefined_where_a_side_is_constant():
+    from mof.evaluation.report import pearson
+
+    assert pearson([1, 2, 3], [1, 2, 4]) == pytest.approx(0.9819805)   # by hand: 3 / sqrt(2 x 42 / 9)
+    assert math.isnan(pearson([1, 2, 3], [5, 5, 5])) and math.isnan(pearson([1], [2]))

@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from helpers import CONF, compose_cfg, train_cfg
+from helpers import CONF, compose_cfg, run_script, train_cfg
 from mof import MofForConditionalGeneration
 from mof.training.config_check import validate
 from mof.training.from_config import model_config_from, stage_plan
@@ -133,3 +133,14 @@ def test_searches_and_benchmarks_compose_with_every_model_preset(tmp_path, model
         assert BENCHMARKS[name](section, tmp_path).section["name"] == name
     assert benchmark_section(cfg, "mmvp")["root"] == f"{tmp_path}/MMVP"  # ${paths.data_dir} resolved
     assert benchmark_section(cfg, "synthetic")["synthetic"]["pairs_per_pattern"] == cfg.synthetic_benchmark.pairs_per_pattern
+
+
+@pytest.mark.parametrize("args,hint", [
+    (["train.py", "trainer.max_step=3"], "error: trainer.max_step: trainer has no key 'max_step'; did you mean trainer.max_steps?"),
+    (["train.py", "mof=interleavd"], "error: mof=interleavd: no such option; did you mean mof=interleaved?"),
+    (["evaluate.py", "benchmark.scorng=paper"], "did you mean benchmark.scoring?"),
+])
+def test_misspelt_keys_and_options_get_did_you_mean_and_exit_2(tmp_path, args, hint):
+    """Before: Hydra's hint, "To append to your config use +trainer.max_step=3", adds a key nothing reads."""
+    proc = run_script([*args, f"hydra.run.dir={tmp_path}"], check=False)
+    assert proc.returncode == 2 and hint in proc.stderr

@@ -280,3 +280,25 @@ def test_figures_name_a_run_by_its_folder_and_title_its_score(tmp_path, monkeypa
               "pair_accuracy": 40.0, "degenerate": "every answer was 'a'", "per_pattern": {"Texts": {"pair_accuracy": 40.0}}}
     plot([result], tmp_path / "p.png")
     assert titles == ["r1 on synthetic: pair accuracy 40.0%\n(every answer was 'a')"]
+
+
+def test_reports_name_runs_by_their_overrides_and_show_the_seeds_spread(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from mof.evaluation.report import _label, markdown, plot
+
+    results = []
+    for seed, value in ((0, 40.0), (1, 50.0), (2, 60.0)):
+        run = tmp_path / f"2026-11-28_10-0{seed}"
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "overrides.yaml").write_text(
+            f"- mof=interleaved\n- seed={seed}\n- hydra.run.dir=/x\n- logger=csv\n- paths.data_dir=${{oc.env:HOME}}\n")
+        results.append({"checkpoint": str(run / "export"), "benchmark": "synthetic", "metric_names": ["pair_accuracy"],
+                        "pair_accuracy": value, "per_pattern": {"Texts": {"pair_accuracy": value}}})
+    assert _label(results[1]) == "mof=interleaved seed=1"            # not the folder's timestamp; no path, no env
+    table = markdown(results)
+    assert "| mof=interleaved (mean ± std, 3 seeds) | synthetic | 50.0 ± 10.0 |" in table   # by hand: sd of 40, 50, 60
+    bars = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar", lambda self, x, h, w, yerr=None, **kw: bars.append((list(h), yerr)))
+    plot(results, tmp_path / "p.png")
+    assert bars == [([50.0], [10.0])]

@@ -327,6 +327,12 @@ def test_logged_learning_rate_follows_warmup_then_cosine(tmp_path, data_dir):
     for got, want in zip(logged, expected):
         assert math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-12), (logged, expected)
     assert max(logged) == pytest.approx(lr)
+    # Lightning's ThroughputMonitor (real tokens as its items), mof's padding share, Lightning's grad_norm
+    later = [r for r in rows if r.get("train/device/items_per_sec")]   # once its 10-batch window is full
+    assert later and all(float(r["train/device/items_per_sec"]) > float(r["train/device/samples_per_sec"]) > 0
+                         for r in later)
+    assert all(0 <= float(r["perf/padding_fraction"]) < 1 for r in rows if r.get("perf/padding_fraction"))
+    assert all(float(r["train/grad_norm"]) > 0 for r in rows if r.get("train/grad_norm"))
 
 
 @pytest.mark.slow

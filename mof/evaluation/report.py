@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
+import statistics
 from pathlib import Path
 
 from ..data.patterns import PATTERNS, canonical_pattern
@@ -55,21 +57,54 @@ def comparable(all_results: list[dict], mixed_scoring: bool = False) -> list[dic
 
 
 def _label(results: dict) -> str:
-    """What a figure or table calls a system: its given name, else its checkpoint's folder (a run's `export/` is
-    called by its run)."""
+    """What a figure or table calls a system: its given name, else the overrides of the run that made its checkpoint
+    (`.hydra/overrides.yaml`, read as plain YAML: `mof=interleaved seed=1`), else that run's folder name."""
+    if results.get("name"):
+        return results["name"]
     path = Path(str(results.get("checkpoint") or results.get("rescored_from") or "?"))
-    return results.get("name") or (path.parent.name if path.name in ("export", "predictions.jsonl") else path.name)
+    run = path.parent if path.name in ("export", "predictions.jsonl") or path.suffix == ".ckpt" else path
+    if path.suffix == ".ckpt" and run.name == "checkpoints":
+        run = run.parent
+    overrides = run_overrides(run)
+    return " ".join(overrides) if overrides else run.name
+
+
+IGNORED_OVERRIDES = ("hydra.", "paths.", "logger", "checkpoint", "benchmark", "evaluate_after", "resume", "overwrite",
+                     "trainer.accelerator", "trainer.devices")
+
+
+def run_overrides(run: Path) -> list[str]:
+    """The command-line overrides a run was made with that say what it is (not where it wrote or how it logged)."""
+    import yaml
+
+    try:
+        values = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    if not isinstance(values, list):
+        return []
+    return [str(v) for v in values if isinstance(v, str) and not v.lstrip("+~").startswith(IGNORED_OVERRIDES)]
+
+
+def seed_groups(all_results: list[dict]) -> list[tuple[str, list[dict]]]:
+    """Results of one benchmark whose labels differ only in `seed=N`, grouped (in first-seen order): the seeds of one
+    configuration, shown as a mean with its spread."""
+    groups = {}
+    for r in all_results:
+        key = re.sub(r"\s*\bseed=\d+\b", "", _label(r)).strip() or _label(r)
+        groups.setdefault((r.get("benchmark"), key), []).append(r)
+    return [(key, members) for (_, key), members in groups.items()]
 
 
 def pearson(x: list[float], y: list[float]) -> float:
-    n = len(x)
-    if n < 2:
+    """Pearson r (numpy's `corrcoef`); nan where it is undefined: fewer than two values, or either side constant
+    (where numpy would warn and divide by zero)."""
+    import numpy as np
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 2 or not x.std() or not y.std():
         return math.nan
-    mx, my = sum(x) / n, sum(y) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
-    sx = math.sqrt(sum((a - mx) ** 2 for a in x))
-    sy = math.sqrt(sum((b - my) ** 2 for b in y))
-    return sxy / (sx * sy) if sx and sy else math.nan
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 def pattern_scores(results: dict) -> dict[str, float]:
@@ -110,6 +145,18 @@ def markdown(all_results: list[dict]) -> str:
         row += [str(r.get("num_pairs", r.get("num_questions", ""))), str(r.get("unparsed", "-"))]
         row += [f"{ps[p]:.1f}" if p in ps else "-" for p in patterns]
         lines.append("| " + " | ".join(row) + " |")
+    for key, members in seed_groups(all_results):
+        if len(members) < 2:
+            continue
+        row = [f"{key} (mean ± std, {len(members)} seeds)", members[0].get("benchmark", "")]
+        for m in metrics:
+            values = [r[m] for r in members if isinstance(r.get(m), (int, float))]
+            row.append(f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else "-")
+        row += ["", ""]
+        for p in patterns:
+            values = [pattern_scores(r)[p] for r in members if p in pattern_scores(r)]
+            row.append(f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else "-")
+        lines.append("| " + " | ".join(row) + " |")
     text = "\n".join(lines) + "\n"
     if len(all_results) >= 2:
         a, b = all_results[0], all_results[1]
@@ -128,27 +175,34 @@ def plot(all_results: list[dict], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = len(all_results)
+    groups = seed_groups(all_results)   # the seeds of one configuration: one bar, mean ± std
+    k = len(groups)
     width = 0.8 / k
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(patterns) + 2), 4))
-    for i, r in enumerate(all_results):
-        ps = pattern_scores(r)
+    for i, (key, members) in enumerate(groups):
+        per = [[pattern_scores(r).get(p, 0.0) for r in members] for p in patterns]
         xs = [j + (i - (k - 1) / 2) * width for j in range(len(patterns))]
-        ax.bar(xs, [ps.get(p, 0.0) for p in patterns], width, label=_label(r))
+        spread = [statistics.stdev(v) for v in per] if len(members) > 1 else None
+        ax.bar(xs, [statistics.fmean(v) for v in per], width, yerr=spread, capsize=2,
+               label=key if len(members) == 1 else f"{key} ({len(members)} seeds)")
     ax.set_xticks(range(len(patterns)))
     ax.set_xticklabels([p.replace(" and ", " & ") for p in patterns], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("pair accuracy (%)")
     ax.set_ylim(0, 100)
     ax.axhline(25.0, color="gray", linestyle="--", linewidth=0.8, label="chance (25%)")
     ax.legend(fontsize=8)
-    if k == 1:  # one system: its overall score in the title, and a warning when its answers say nothing
+    if len(all_results) == 1:  # one system: its overall score in the title, and a warning when its answers say nothing
         r = all_results[0]
         primary = metric_names(r)[0]
         score = f": {primary.replace('_', ' ')} {r[primary]:.1f}%" if isinstance(r.get(primary), (int, float)) else ""
         ax.set_title(f"{_label(r)} on {r.get('benchmark', '?')}{score}"
                      + (f"\n({r['degenerate']})" if r.get("degenerate") else ""), fontsize=10)
     else:
-        ax.set_title("per-pattern pair accuracy", fontsize=10)
+        primary = metric_names(all_results[0])[0]
+        scores = ", ".join(f"{key} {statistics.fmean(r[primary] for r in members):.1f}"
+                           for key, members in groups if all(isinstance(r.get(primary), (int, float)) for r in members))
+        ax.set_title(f"per-pattern pair accuracy on {all_results[0].get('benchmark', '?')}"
+                     + (f"\n{primary.replace('_', ' ')}: {scores}" if scores else ""), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -3,47 +3,56 @@
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from pathlib import Path
 
 import lightning.pytorch as pl
-import torch
 
 from ..errors import MofError
 
 
-class ThroughputMonitor(pl.Callback):
-    """Real (not padding) tokens/s, samples/s and the share of padding over the last logging window."""
+def throughput_monitor() -> pl.Callback:
+    """Lightning's `ThroughputMonitor` counting samples and *real* tokens (padding excluded), averaged over the last
+    10 batches: `train/device/samples_per_sec`, `train/device/items_per_sec` (tokens), the same without `device/` for
+    all devices together, and `train/device/mfu` where Lightning knows the device's peak FLOP/s and the module states
+    its FLOPs (`MofLitModule.flops_per_batch`). A batch whose every sample was skipped is not counted as one
+    (Lightning's monitor wants at least a sample a batch); its time goes to the next."""
+    from lightning.pytorch.callbacks import ThroughputMonitor
+
+    class RealTokens(ThroughputMonitor):
+        def on_train_batch_end(self, trainer, module, outputs, batch, *args):
+            if int(batch.get("num_samples", 0)):
+                super().on_train_batch_end(trainer, module, outputs, batch, *args)
+
+    return RealTokens(batch_size_fn=lambda batch: int(batch.get("num_samples", 0)),
+                      length_fn=lambda batch: int(batch.get("num_tokens", 0)), window_size=10)
+
+
+class PaddingFraction(pl.Callback):
+    """What Lightning's monitor does not count: the share of positions that are padding, over each logging window."""
 
     def __init__(self):
-        self._t0 = None
-        self._tokens = self._positions = self._samples = 0
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if self._t0 is None:
-            self._t0 = time.perf_counter()
+        self._tokens = self._positions = 0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self._tokens += int(batch.get("num_tokens", 0)) * trainer.world_size
-        self._positions += (batch["input_ids"].numel() if "input_ids" in batch else 0) * trainer.world_size
-        self._samples += int(batch.get("num_samples", 0)) * trainer.world_size
+        self._tokens += int(batch.get("num_tokens", 0))
+        self._positions += batch["input_ids"].numel() if "input_ids" in batch else 0
         if (batch_idx + 1) % trainer.log_every_n_steps == 0:
-            dt = time.perf_counter() - self._t0
-            module.log_dict({"perf/tokens_per_s": self._tokens / dt, "perf/samples_per_s": self._samples / dt,
-                             "perf/padding_fraction": 1 - self._tokens / max(self._positions, 1)},
-                            prog_bar=True, rank_zero_only=True)
-            self._t0 = time.perf_counter()
-            self._tokens = self._positions = self._samples = 0
+            module.log("perf/padding_fraction", 1 - self._tokens / max(self._positions, 1), rank_zero_only=True)
+            self._tokens = self._positions = 0
 
 
 class GradNormMonitor(pl.Callback):
+    """The total gradient 2-norm, by Lightning's `grad_norm`, every logging step."""
+
     def on_before_optimizer_step(self, trainer, module, optimizer):
+        from lightning.pytorch.utilities import grad_norm
+
         if trainer.global_step % trainer.log_every_n_steps:
             return
-        grads = [p.grad.detach().norm(2) for p in module.parameters() if p.grad is not None]
-        if grads:
-            module.log("train/grad_norm", torch.stack(grads).norm(2), rank_zero_only=True)
+        norms = grad_norm(module, norm_type=2)
+        if norms:
+            module.log("train/grad_norm", norms["grad_2.0_norm_total"], rank_zero_only=True)
 
 
 class SkippedSamples(pl.Callback):

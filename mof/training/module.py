@@ -11,6 +11,7 @@ import torch
 from ..errors import MofError
 from ..checkpoints.files import set_aside_unverified_last
 from ..checkpoints.resume import restore_rng_states, rng_states, trainable_state
+from ..model.flops import sample_lengths, training_flops
 from .optim import build_optimizer
 
 
@@ -40,6 +41,7 @@ class MofLitModule(pl.LightningModule):
         self.trained_batches = 0
         self._samples_since_step = 0
         self.last_saved_step = None
+        self.flops_per_batch = None   # the last batch's model FLOPs (`mof.model.flops`), read by ThroughputMonitor
 
     def forward(self, **batch):
         return self.model(**batch)
@@ -66,6 +68,11 @@ class MofLitModule(pl.LightningModule):
                 f"{self.last_good_checkpoint()}. Resume from it (resume=auto) with a lower stage.optimizer.lr (the "
                 "current config's learning rates apply on resume), or check the data.")
         self.log("train/loss", mean, prog_bar=True, batch_size=n_global)
+        if n:   # this rank's model FLOPs, for Lightning's ThroughputMonitor (MFU where it knows the device's peak)
+            pixels = batch.get("pixel_values")
+            images = int(pixels[0].shape[0]) if isinstance(pixels, (list, tuple)) else int(pixels.shape[0]) if pixels is not None else 0
+            self.flops_per_batch = training_flops(
+                self.model, sample_lengths(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids")), images)
         return loss
 
     def _skips_empty_steps(self) -> bool:

@@ -23,7 +23,8 @@ from ..evaluation.benchmarks import get_benchmark
 from ..evaluation.loading import load_for_evaluation
 from ..evaluation.run import evaluate_benchmark
 from ..errors import ConfigError, MofError, exit_with, is_secondary_rank, refuse_finished
-from .callbacks import GracefulStop, GradNormMonitor, KeptCheckpoints, LastCheckpoint, SkippedSamples, StepProgressBar, StopAndSave, ThroughputMonitor, ZeroPartitionReport
+from .callbacks import (GracefulStop, GradNormMonitor, KeptCheckpoints, LastCheckpoint, PaddingFraction, SkippedSamples,
+                        StepProgressBar, StopAndSave, ZeroPartitionReport, throughput_monitor)
 from .config_check import validate
 from .deepspeed_strategy import gathered_params
 from .from_config import build_model_from_cfg, model_config_from, run_info
@@ -83,7 +84,8 @@ def train(cfg: DictConfig) -> dict:
     pl.seed_everything(cfg.seed, workers=True)
     model_config, tokenizer, datamodule = prepare_data(cfg)  # everything that can be checked without weights
     model = build_model_from_cfg(cfg, model_config)
-    module = MofLitModule(model, OmegaConf.to_container(cfg.stage.optimizer, resolve=True),
+    module = MofLitModule(model, {**OmegaConf.to_container(cfg.stage.optimizer, resolve=True),
+                                  "fused": bool(cfg.speed.fused_adamw)},
                           OmegaConf.to_container(cfg.stage.scheduler, resolve=True),
                           run_info(cfg, model_config, datamodule.image_processor))
     read_skipped = datamodule.dataset.read_skipped
@@ -144,7 +146,8 @@ def build_trainer(cfg, run_dir: Path, skipped: SkippedSamples, logger) -> pl.Tra
     if ck.get("keep_every_n_train_steps"):
         callbacks.append(KeptCheckpoints(ckpt_dir, ck.keep_every_n_train_steps))
     stop_at_step = int(cfg.stop_at_step) if cfg.get("stop_at_step") else None
-    callbacks += [ThroughputMonitor(), GradNormMonitor(), skipped, StopAndSave(ckpt_dir / "last.ckpt", stop_at_step)]
+    callbacks += [throughput_monitor(), PaddingFraction(), GradNormMonitor(), skipped,
+                  StopAndSave(ckpt_dir / "last.ckpt", stop_at_step)]
     deepspeed = cfg.strategy.name.startswith("deepspeed")
     if deepspeed:
         callbacks.append(ZeroPartitionReport(run_dir))
@@ -258,7 +261,9 @@ def run(cfg: DictConfig):
 
 
 def print_outputs(cfg) -> None:
-    """Where a finished run put what it made (stdout: results only)."""
+    """Where a finished run put what it made (stdout: results only), said once: by rank 0."""
+    if is_secondary_rank():
+        return
     run_dir = Path(cfg.paths.output_dir)
     made = [name for name in ("export", "checkpoints/last.ckpt", *sorted(p.name + "/results.json" for p in run_dir.glob("eval_*")))
             if (run_dir / name).exists()]
