@@ -55,18 +55,21 @@ def _bench_copy(tmp_path):
     import shutil
 
     (tmp_path / "bench").mkdir()
-    for f in ("gpu.py", "common.py", "packing.py", "mining.py", "mining_embed.py"):
+    for f in ("gpu.py", "common.py", "packing.py", "mining.py", "mining_embed.py", "mining_recall.py"):
         shutil.copy(ROOT / "bench" / f, tmp_path / "bench" / f)
 
 
 def test_gpu_bench_runs_the_training_step_on_cpu_with_tiny_config(tmp_path):
     _bench_copy(tmp_path)
     run_script(["bench/gpu.py", "--tiny", "--steps", "3", "--skip", "1", "--max-length", "400", "--modes",
-                "padded, full loss", "packed, full loss", "padded, chunked loss"], cwd=tmp_path)
+                "padded, full loss", "packed, full loss", "padded, chunked loss",
+                "padded, fused AdamW, checkpoint 50% of layers", "packed 4096, FlexAttention"], cwd=tmp_path)
     log = (tmp_path / "BENCHMARKS.md").read_text()
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in log.splitlines() if line.startswith("| p")}
-    assert set(rows) == {"padded, full loss", "packed, full loss", "padded, chunked loss"}
-    assert all(float(cells[0]) > 0 for cells in rows.values())  # real tokens/s of each mode
+    ran = {"padded, full loss", "packed, full loss", "padded, chunked loss", "padded, fused AdamW, checkpoint 50% of layers"}
+    assert set(rows) == ran | {"packed 4096, FlexAttention"}
+    assert all(float(rows[mode][0]) > 0 for mode in ran)  # real tokens/s of each mode
+    assert "not run: speed.attention=flex_attention: FlexAttention has no backward pass on CPU" in rows["packed 4096, FlexAttention"][0]
     assert float(rows["packed, full loss"][1].strip(" %")) < float(rows["padded, full loss"][1].strip(" %"))  # padding
     assert "samples/s per A100" in log
 
@@ -112,3 +115,17 @@ def test_module_clis_say_their_own_command_and_nothing_else(module):
     """Before: `usage: synthetic.py`, after a RuntimeWarning from runpy (the package had imported the module)."""
     proc = run_script(["-m", module, "--help"])
     assert proc.stdout.startswith(f"usage: python -m {module} ") and proc.stderr == ""
+
+
+def test_recall_bench_measures_ivf_on_the_tiny_clip_and_its_mixture(tmp_path):
+    _bench_copy(tmp_path)
+    run_script(["bench/mining_recall.py", "--images", "360", "--n", "20000", "--n-large", "0", "--recall-queries",
+                "100", "--nprobe", "1", "1024"], cwd=tmp_path)
+    rows = [line.split("|")[1:-1] for line in (tmp_path / "BENCHMARKS.md").read_text().splitlines()
+            if line.startswith(("| tiny CLIP", "| mixture"))]
+    assert [(r[0].strip(), r[1].strip(), r[3].strip()) for r in rows] == [
+        ("tiny CLIP embeddings", "360", "1"), ("tiny CLIP embeddings", "360", "1024"),
+        ("mixture fitted to them", "20,000", "1"), ("mixture fitted to them", "20,000", "1024")]
+    recalls = [float(r[4]) for r in rows]
+    assert recalls[1] >= 0.99 and recalls[3] >= 0.99   # every list probed: exact, up to ties
+    assert recalls[0] < recalls[1] and recalls[2] < recalls[3]

@@ -20,7 +20,6 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.images import ImageError, decode_image
@@ -28,14 +27,7 @@ from .embedders import Embedder
 from .sources import ImageRef
 
 KINDS = ("clip", "dino")
-RECORD_VERSION = 2  # 2: each shard's ids file holds the images' perceptual hashes
-
-
-def dhash(image: Image.Image) -> int:
-    """A 64-bit difference hash: the grey image at 9x8, one bit per horizontally adjacent pair (brighter to the
-    right). A resized or re-encoded copy differs in a few bits; another image in about half of them."""
-    small = np.asarray(image.convert("L").resize((9, 8), Image.BILINEAR), dtype=np.int16)
-    return int.from_bytes(np.packbits(small[:, 1:] > small[:, :-1]).tobytes(), "big")
+RECORD_VERSION = 1  # the layout of a shard's ids file; a change recomputes old shards
 
 
 def _sha(text: str) -> str:
@@ -72,7 +64,7 @@ class Shards(Dataset):
 
     def __getitem__(self, k: int) -> dict:
         shard = self.pending[k]
-        images, ids, hashes, phashes, skipped = [], [], [], [], Counter()
+        images, ids, hashes, skipped = [], [], [], Counter()
         for ref in self.refs[shard * self.shard_size:(shard + 1) * self.shard_size]:
             try:  # decoded as training decodes: EXIF, alpha, size limits checked before decoding
                 data = ref.read_bytes()
@@ -88,28 +80,49 @@ class Shards(Dataset):
                 continue
             ids.append(ref.id)
             hashes.append(hashlib.sha1(data).hexdigest())
-            phashes.append(f"{dhash(images[-1]):016x}")
         pixels = {kind: p(images=images, return_tensors="pt")["pixel_values"] if images else None
                   for kind, p in self.processors.items()}
-        return {"shard": shard, "ids": ids, "hashes": hashes, "phashes": phashes, "skipped": dict(skipped),
-                "pixels": pixels}
+        return {"shard": shard, "ids": ids, "hashes": hashes, "skipped": dict(skipped), "pixels": pixels}
 
 
 class EmbedModule(pl.LightningModule):
-    def __init__(self, embedders: dict[str, Embedder], batch_size: int):
+    """Both encoders over a shard, `batch_size` images at a time; rank 0 shows images/s batch by batch (Lightning's
+    own bar would tick once a shard)."""
+
+    def __init__(self, embedders: dict[str, Embedder], batch_size: int, shard_sizes: list[int] | None = None):
         super().__init__()
         self.embedders = torch.nn.ModuleDict(embedders)
         self.batch_size = batch_size
+        self.shard_sizes = shard_sizes or []
+        self.bar = None
+
+    def on_predict_start(self):
+        if self.trainer.is_global_zero and self.shard_sizes:
+            from tqdm.auto import tqdm
+
+            mine = sum(self.shard_sizes[self.trainer.global_rank::self.trainer.world_size])  # this rank's shards
+            self.bar = tqdm(total=mine, unit="img", desc="embedding", ncols=80, disable=None,
+                            bar_format="{desc}: {n_fmt}/{total_fmt} images [{elapsed}<{remaining}, {rate_fmt}]")
+
+    def on_predict_end(self):
+        if self.bar is not None:
+            self.bar.close()
 
     def predict_step(self, item: dict, batch_idx: int = 0) -> dict:
-        out = {k: item[k] for k in ("shard", "ids", "hashes", "phashes", "skipped")}
-        for kind, embedder in self.embedders.items():
+        out = {k: item[k] for k in ("shard", "ids", "hashes", "skipped")}
+        for n, (kind, embedder) in enumerate(self.embedders.items()):
             pixels = item["pixels"][kind]
             if pixels is None:
                 out[kind] = np.zeros((0, 0), dtype=np.float16)
                 continue
-            chunks = [embedder(pixels[i:i + self.batch_size].to(self.device)) for i in range(0, len(pixels), self.batch_size)]
+            chunks = []
+            for i in range(0, len(pixels), self.batch_size):
+                chunks.append(embedder(pixels[i:i + self.batch_size].to(self.device)))
+                if self.bar is not None and n == len(self.embedders) - 1:   # an image counts once both saw it
+                    self.bar.update(len(chunks[-1]))
             out[kind] = torch.cat(chunks).cpu().numpy().astype(np.float16)
+        if self.bar is not None:   # the shard's unreadable images are done too (skipped and counted)
+            self.bar.update(sum(item["skipped"].values()))
         return out
 
 
@@ -124,7 +137,7 @@ class ShardWriter(BasePredictionWriter):
         shard = prediction["shard"]
         for kind in KINDS:
             atomic_write(self.out / kind / f"{shard:05d}.npy", lambda f: np.save(f, prediction[kind]))
-        record = {**{k: prediction[k] for k in ("ids", "hashes", "phashes", "skipped")}, "images": self.keys[shard],
+        record = {**{k: prediction[k] for k in ("ids", "hashes", "skipped")}, "images": self.keys[shard],
                   "setup": self.setup_key}
         atomic_write(self.out / "ids" / f"{shard:05d}.json", lambda f: f.write(json.dumps(record).encode()))
 
@@ -157,9 +170,9 @@ def embed_all(refs: list[ImageRef], out: Path, encoders: dict[str, str], shard_s
     data = Shards(refs, shard_size, pending, {k: e.processor for k, e in embedders.items()})
     loader = DataLoader(data, batch_size=None, num_workers=num_workers if pending else 0)
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False,
-                         enable_progress_bar=bool(pending), callbacks=[ShardWriter(out, keys, setup_key)],
-                         **trainer_kwargs)
-    trainer.predict(EmbedModule(embedders, batch_size), dataloaders=loader, return_predictions=False)
+                         enable_progress_bar=False, callbacks=[ShardWriter(out, keys, setup_key)], **trainer_kwargs)
+    sizes = [len(refs[s * shard_size:(s + 1) * shard_size]) for s in pending]
+    trainer.predict(EmbedModule(embedders, batch_size, sizes), dataloaders=loader, return_predictions=False)
     trainer.strategy.barrier("mof-embed")      # every rank's shards are written
     ran = {"shards": n_shards, "pending": len(pending), "recomputed": recomputed, "rank": trainer.global_rank,
            "world": trainer.world_size, "barrier": trainer.strategy.barrier}
@@ -169,13 +182,6 @@ def embed_all(refs: list[ImageRef], out: Path, encoders: dict[str, str], shard_s
                 "shards": n_shards, **setup, "setup_sha256": setup_key}
     atomic_write(out / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
     return ran
-
-
-def load_phashes(out: Path, n_shards: int) -> np.ndarray:
-    """The images' perceptual hashes (uint64), in the order of `load_shards`."""
-    values = [int(h, 16) for s in range(n_shards)
-              for h in json.loads((out / "ids" / f"{s:05d}.json").read_text())["phashes"]]
-    return np.asarray(values, dtype=np.uint64)
 
 
 def load_shards(out: Path, n_shards: int) -> tuple[list[str], list[str], dict, np.ndarray, np.ndarray]:

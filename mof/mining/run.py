@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
+
+import numpy as np
 
 from omegaconf import OmegaConf
 
 from ..errors import refuse_finished
 from ..model.presets import TINY_ENCODERS
 from ..evaluation.benchmarks.synthetic import synthetic_benchmark_root
-from .embed import atomic_write, embed_all, load_phashes, load_shards
+from .embed import atomic_write, embed_all, load_shards
 from .outputs import (write_benchmark_skeleton, write_contact_sheet, write_duplicates, write_near_duplicates,
                       write_pairs, write_review, write_summary)
-from .search import blind_pairs, cap_per_image, clip_candidates
+from .search import blind_pairs, cap_per_image, clip_candidates, is_copy, thumbnail
 from .settings import check_settings
 from .sources import SourceError, list_images
 
@@ -21,8 +24,6 @@ from .sources import SourceError, list_images
 def search_on_every_rank(folder: Path, clip, k: int, threshold: float, index: dict, ran: dict):
     """Each rank searches its block of query images against the whole index and writes its candidate pairs
     (`search/candidates-RRRRR.npy`); rank 0 returns their union, the others None."""
-    import numpy as np
-
     mine_part = clip_candidates(clip, k, threshold, rank=ran["rank"], world=ran["world"], **index)
     atomic_write(folder / f"candidates-{ran['rank']:05d}.npy", lambda f: np.save(f, mine_part))
     ran["barrier"]("mof-search")   # every rank's candidates are written
@@ -30,6 +31,36 @@ def search_on_every_rank(folder: Path, clip, k: int, threshold: float, index: di
         return None
     parts = [np.load(folder / f"candidates-{r:05d}.npy") for r in range(ran["world"])]
     return np.unique(np.concatenate(parts), axis=0) if sum(map(len, parts)) else np.zeros((0, 2), dtype=np.int64)
+
+
+def set_aside_copies(pairs, c, d, ids, by_id, max_diff: float | None, limit: int):
+    """The blind pairs without resized or re-encoded copies (`search.is_copy` on the images as decoded for the
+    encoders), and the copies as `(i, j, largest cell difference)`. Pairs are checked in order until `limit` are kept
+    (a loop over images read again, each once: bounded by `max_pairs`, not by the collection)."""
+    if max_diff is None:
+        return pairs, c, d, []
+    from ..data.images import decode_image
+
+    thumbs, keep, near = {}, [], []
+
+    def thumb(i):
+        if i not in thumbs:
+            try:
+                thumbs[i] = thumbnail(decode_image(io.BytesIO(by_id[ids[i]].read_bytes()), ids[i]))
+            except Exception:  # noqa: BLE001 - gone since it was embedded: not a copy we can show
+                thumbs[i] = None
+        return thumbs[i]
+
+    for n, (a, b) in enumerate(pairs.tolist()):
+        if len(keep) >= limit:
+            break
+        ta, tb = thumb(a), thumb(b)
+        if ta is not None and tb is not None and is_copy(ta, tb, max_diff):
+            near.append((a, b, round(float(abs(ta - tb).max()), 4)))
+        else:
+            keep.append(n)
+    keep = np.asarray(keep, dtype=np.int64)
+    return pairs[keep], c[keep], d[keep], near
 
 
 def mine(cfg) -> dict | None:
@@ -59,16 +90,16 @@ def mine(cfg) -> dict | None:
     candidates = search_on_every_rank(out / "search", clip, cfg.k, cfg.clip_threshold, index, ran)
     if candidates is None:   # not rank 0: its part of the search is written
         return None
-    near = []
     pairs, c, d = blind_pairs(clip, dino, cfg.clip_threshold, cfg.dino_threshold, cfg.k, exclude_same=hashes,
-                              phashes=load_phashes(out / "embeddings", ran["shards"]),
-                              near_duplicate_bits=cfg.near_duplicate_bits, near_duplicates=near, candidates=candidates)
-    found = len(pairs)
+                              candidates=candidates)
+    by_id = {r.id: r for r in refs}
+    searched = len(pairs)
+    pairs, c, d, near = set_aside_copies(pairs, c, d, ids, by_id, cfg.near_duplicate_max_diff, cfg.max_pairs)
+    found = searched - len(near)   # copies are looked for until max_pairs pairs are kept
     pairs, c, d = pairs[:cfg.max_pairs], c[:cfg.max_pairs], d[:cfg.max_pairs]
     shown = cap_per_image(pairs, cfg.review.max_pairs_per_image)   # review, contact sheet and benchmark
     timing["search_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    by_id = {r.id: r for r in refs}
     write_pairs(out, ids, pairs, c, d)
     duplicates = write_duplicates(out, ids, hashes)
     write_near_duplicates(out, ids, near)
@@ -77,7 +108,8 @@ def mine(cfg) -> dict | None:
     write_contact_sheet(out, by_id, ids, pairs[shown], c[shown], d[shown], cfg.review.contact_sheet)
     benchmark = write_benchmark_skeleton(out, by_id, ids, pairs[shown], cfg.benchmark_pairs)
     timing["write_s"] = time.perf_counter() - t0
-    summary = {"images": str(cfg.images), "encoders": encoders, "images_seen": len(refs), "embedded": len(ids),
+    summary = {"images": str(cfg.images), "image_list": spec, "image_root": cfg.get("image_root"), "encoders": encoders,
+               "images_seen": len(refs), "embedded": len(ids),
                "skipped": skipped, "shards": ran["shards"], "shards_computed": ran["pending"],
                "shards_recomputed": ran.get("recomputed", {}),
                "clip_threshold": cfg.clip_threshold, "dino_threshold": cfg.dino_threshold, "k": cfg.k, "search_ranks": ran["world"],

@@ -46,8 +46,8 @@ def check_settings(cfg) -> None:
     _require(cfg, "review.contact_sheet", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
              "0 or a positive integer")
     _require(cfg, "num_workers", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "0 or more")
-    _require(cfg, "near_duplicate_bits", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
-                                                                 and 0 <= v <= 64), "null or a number of bits, 0 to 64")
+    _require(cfg, "near_duplicate_max_diff", lambda v: v is None or (_cosine(v) and 0 <= v <= 1),
+             "null or a difference in [0, 1]")
     for key in ("index.nlist", "index.pq_m", "review.max_pairs_per_image"):
         _require(cfg, key, lambda v: v is None or _positive_int(v), "null or a positive integer")
     _require(cfg, "overwrite", lambda v: isinstance(v, bool), "true or false")
