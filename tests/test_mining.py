@@ -362,3 +362,24 @@ def test_review_page_exports_what_was_kept_and_written_and_that_becomes_a_benchm
     (run / "reviewed_pairs.csv").write_text(text.replace("(a) On (b) Off,(b),(a)", "(a) On (b) Off,(b),(b)"))
     proc = run_script(["-m", "mof.mining.benchmark", str(run), "--out", str(tmp_path / "b2")], check=False)
     assert proc.returncode == 2 and "reviewed_pairs.csv:3: expected answers (a) and (b), one per image" in proc.stderr
+
+
+def test_embedding_progress_counts_images_batch_by_batch():
+    """Before: mine.py's bar ticked once a 1024-image shard. Now every batch of both encoders' pass moves it, and a
+    shard's unreadable images count as done."""
+    import torch
+
+    from mof.mining.embed import EmbedModule
+
+    class Half(torch.nn.Module):
+        def forward(self, pixels):
+            return pixels.mean(dim=(2, 3))
+
+    updates = []
+    module = EmbedModule({"clip": Half(), "dino": Half()}, batch_size=2, shard_sizes=[6])
+    module.bar = type("Bar", (), {"update": lambda self, n: updates.append(n)})()
+    item = {"shard": 0, "ids": [str(i) for i in range(5)], "hashes": ["h"] * 5, "skipped": {"unreadable": 1},
+            "pixels": {"clip": torch.zeros(5, 3, 4, 4), "dino": torch.zeros(5, 3, 4, 4)}}
+    out = module.predict_step(item)
+    assert updates == [2, 2, 1, 1] and sum(updates) == 6   # 5 embedded 2 at a time, then the 1 unreadable
+    assert out["clip"].shape == (5, 3) and out["dino"].dtype == np.float16

@@ -129,3 +129,24 @@ def test_recall_bench_measures_ivf_on_the_tiny_clip_and_its_mixture(tmp_path):
     recalls = [float(r[4]) for r in rows]
     assert recalls[1] >= 0.99 and recalls[3] >= 0.99   # every list probed: exact, up to ties
     assert recalls[0] < recalls[1] and recalls[2] < recalls[3]
+
+
+def test_setup_sh_chooses_torchs_build_by_the_machine(tmp_path):
+    """Which torch build setup.sh installs (its dry run installs nothing): CUDA where nvidia-smi lists a GPU, the CPU
+    index's where it is reachable, else the configured index's; it says which."""
+    import subprocess
+
+    def choose(path_extra=None, index=None):
+        env = {k: v for k, v in os.environ.items() if k != "TORCH_CPU_INDEX"}
+        env.update(MOF_SETUP_DRY_RUN="1", **({"TORCH_CPU_INDEX": index} if index else {}))
+        if path_extra:
+            env["PATH"] = f"{path_extra}:{env['PATH']}"
+        return subprocess.run(["bash", str(ROOT / "setup.sh")], env=env, capture_output=True, text=True, check=True).stdout
+
+    (tmp_path / "index.html").write_text("")
+    assert "no GPU: torch's CPU build (file://" in choose(index=f"file://{tmp_path / 'index.html'}")
+    assert "PyTorch's CPU index is out of reach" in choose(index=f"file://{tmp_path / 'nowhere.html'}")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: a test GPU'\n")
+    (tmp_path / "bin" / "nvidia-smi").chmod(0o755)
+    assert "a GPU is present: torch's CUDA build (PyPI)" in choose(path_extra=tmp_path / "bin")

@@ -67,7 +67,7 @@ def mine(cfg) -> dict | None:
     check_settings(cfg)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    refuse_finished(out, ["summary.json", "pairs.csv"], cfg.get("overwrite") is True)  # embeddings are always reused
+    refuse_finished(out, ["summary.json", "pairs.csv"], cfg.get("overwrite") is True)  # matching embeddings are reused
     timing, t0 = {}, time.perf_counter()
     spec = str(cfg.images)
     if spec == "synthetic":
