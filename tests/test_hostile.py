@@ -986,3 +986,112 @@ def test_clean_error_sweep_study_that_cannot_be_continued(tmp_path, case, messag
     proc = run_script(["train.py", "-m", "hparams_search=amof_alpha", "logger=none", f"hydra.sweep.dir={tmp_path}"],
                       check=False)
     assert re.search(message, one_line_error(proc)) and not (tmp_path / "0").exists()  # no job ran
+
+
+# ------------------------------------------------ the surfaces added in the 4th stop: answer files, review, speed
+def _mmvp_root(tmp_path):
+    import csv as csv_module
+
+    root = tmp_path / "mmvp"
+    (root / "MMVP Images").mkdir(parents=True)
+    with open(root / "Questions.csv", "w", newline="") as f:
+        w = csv_module.writer(f)
+        w.writerow(["Index", "Question", "Options", "Correct Answer"])
+        for i in range(1, 5):
+            w.writerow([i, "Is it up?", "(a) Up (b) Down", "(a)" if i % 2 else "(b)"])
+    return root
+
+
+@pytest.mark.parametrize("lines,error", [
+    (["[1, 2]"], r"answers.jsonl:1: expected a JSON object"),
+    (['{"question_id": 1, "text": "a"}', '{"index": 2, "response": "b"}'],
+     r"answers.jsonl:2: expected the keys question_id, text like the lines before it \(llava format\)"),
+    (['{"doc_id": "x", "doc": {}, "filtered_resps": ["a"]}'], r"answers.jsonl:1: no question id \(lmms_eval format\)"),
+    (['{"question_id": true, "text": "a"}'], r"answers.jsonl:1: no question id \(llava format\)"),
+    (['{"question_id": 1, "text": ["a"]}'], r"answers.jsonl:1: the answer is list; expected text"),
+    (['{"question_id": 1, "answer": "yes"}', '{"question_id": 1, "answer": "no"}'], r"answers.jsonl:2: question 1 is answered again"),
+])
+def test_clean_error_for_a_bad_answer_file(tmp_path, lines, error):
+    from mof.evaluation.benchmarks.mmvp import MMVP
+    from mof.evaluation.run import rescore
+
+    f = tmp_path / "answers.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(BenchmarkFormatError, match=error):
+        rescore(MMVP({"root": str(_mmvp_root(tmp_path))}), f, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def _review_run(tmp_path, rows, header="image_a,image_b,question,options,answer_a,answer_b"):
+    from PIL import Image
+
+    images = tmp_path / "imgs"
+    images.mkdir(exist_ok=True)
+    for name, colour in (("a.png", "red"), ("b.png", "blue")):
+        Image.new("RGB", (16, 16), colour).save(images / name)
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    (run / "summary.json").write_text(json.dumps({"images": str(images), "image_list": str(images), "image_root": None}))
+    (run / "reviewed_pairs.csv").write_text("\n".join([header, *rows]) + "\n")
+    return run, images
+
+
+@pytest.mark.parametrize("rows,header,error", [
+    ([], None, r"reviewed_pairs.csv: no reviewed pair"),
+    (["A,B"], "one,two", r"reviewed_pairs.csv: expected the columns image_a,image_b"),
+    (["{a},{b},Which?,(a) Red,(a),(b)"], None, r"reviewed_pairs.csv:2: expected a question and the options"),
+    (["{a},{a},Which?,(a) Red (b) Blue,(a),(b)"], None, r"reviewed_pairs.csv:2: both images are"),
+    (["{a},{b},Which?,(a) Red (b) Blue,(c),(b)"], None, r"reviewed_pairs.csv:2: expected answers \(a\) and \(b\)"),
+    (["{a},{gone},Which?,(a) Red (b) Blue,(a),(b)"], None, r"images not in the run's collection: .*gone.png"),
+    (["{a},{b},Which?,(a) Red (b) Blue,(a),(b),extra"], None, r"reviewed_pairs.csv:2: 7 values for 6 columns"),
+])
+def test_clean_error_for_a_bad_review_export(tmp_path, rows, header, error):
+    from mof.mining.benchmark import ReviewError, build_benchmark
+
+    images = tmp_path / "imgs"
+    fill = {"a": images / "a.png", "b": images / "b.png", "gone": images / "gone.png"}
+    run, _ = _review_run(tmp_path, [r.format(**fill) for r in rows], **({"header": header} if header else {}))
+    with pytest.raises((ReviewError, BenchmarkFormatError), match=error):
+        build_benchmark(run)
+    assert not (run / "benchmark_reviewed" / "Questions.csv").exists()
+
+
+def test_clean_error_building_a_benchmark_from_a_folder_that_is_no_mining_run(tmp_path):
+    proc = run_script(["-m", "mof.mining.benchmark", str(tmp_path / "nowhere")], check=False)
+    assert proc.returncode == 2 and "no summary.json; expected the folder of a finished mine.py run" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("override,error", [
+    ("near_duplicate_max_diff=2", "near_duplicate_max_diff: expected null or a difference in [0, 1], got 2"),
+    ("review.max_pairs_per_image=0", "review.max_pairs_per_image: expected null or a positive integer, got 0"),
+])
+def test_clean_error_for_a_bad_new_mining_setting(tmp_path, override, error):
+    from mof.mining.settings import MiningConfigError, check_settings
+
+    cfg = compose_cfg("mine", tmp_path / "run", tmp_path / "data", [override])
+    with pytest.raises(MiningConfigError, match=re.escape(error)):
+        check_settings(cfg)
+
+
+@pytest.mark.parametrize("override,error", [
+    ("speed.attention=flash", "speed.attention: expected one of sdpa, eager, flex_attention, flash_attention_2"),
+    ("model.gradient_checkpointing=-0.5", "model.gradient_checkpointing: expected true, false or the fraction"),
+    ("speed.fused_adamw=maybe", "speed.fused_adamw: expected true or false"),
+])
+def test_clean_error_for_a_bad_speed_option(tmp_path, override, error):
+    from mof.errors import MofError
+    from mof.training.config_check import validate
+
+    with pytest.raises(MofError, match=re.escape(error)):
+        validate(train_cfg(tmp_path / "run", tmp_path / "data", [override]))
+
+
+def test_clean_error_for_an_mmvp_vlm_preprocessing_that_does_not_exist(tmp_path):
+    from mof.model.presets import TINY_ENCODERS
+
+    proc = run_script(["evaluate.py", "benchmark=synthetic_vlm", "benchmark.preprocess=torchvision",
+                       f"checkpoint={TINY_ENCODERS['clip']}", f"paths.data_dir={tmp_path / 'data'}",
+                       f"hydra.run.dir={tmp_path / 'out'}"], check=False)
+    assert proc.returncode == 2 and "benchmark.preprocess: expected one of hf, openai; got 'torchvision'" in proc.stderr
+    assert "Traceback" not in proc.stderr
