@@ -4,7 +4,7 @@ padded vs packed, the loss implementations, and each speed option (mof/model/spe
 FlexAttention over packed rows, Liger's kernels, regional torch.compile, fused AdamW, partial checkpointing.
 
 Randomly initialised CLIP ViT-L/14-336 + DINOv2 ViT-L/14 + a 7B Llama (no weights needed), I-MoF (1152 visual
-tokens), bf16, SDPA attention, gradient checkpointing, stage-2 shapes (encoders frozen, adapters + LLM trained
+tokens), bf16, SDPA attention, gradient checkpointing, stage-2 shapes (encoders frozen, projectors + LLM trained
 with AdamW, samples of up to 2048 tokens drawn from the LLaVA-665K-like mix of `bench/packing.py`).
 
     python bench/gpu.py                          # on a GPU

@@ -79,7 +79,7 @@ def main():
         models[fusion] = MofForConditionalGeneration.from_llava(copy.deepcopy(llava), extra_encoders=[dino],
                                                                 fusion=fusion).train()
     concat_config = copy.deepcopy(models["interleaved"].config)
-    concat_config.fusion = {"type": "concat"}  # a new adapter (wider input); towers and LLM as the others
+    concat_config.fusion = {"type": "concat"}  # a new projector (wider input); towers and LLM as the others
     models["concat"] = MofForConditionalGeneration(concat_config).train()
     shared = {k: v for k, v in models["interleaved"].state_dict().items() if not k.startswith("fusion.")}
     models["concat"].load_state_dict(shared, strict=False)
@@ -91,7 +91,7 @@ def main():
         nv = model.num_visual_tokens
         steps[fusion] = step_fn(model, make_batch(nv, a.batch, pixels))  # one tensor: the same pixels for every encoder
         encoders = len(model.vision_encoders)
-        # training: 3x forward FLOPs for the trained LLM and adapters, 1x for the frozen towers
+        # training: 3x forward FLOPs for the trained LLM and projectors, 1x for the frozen towers
         predicted[fusion] = 3 * llm_flops * (nv + TEXT_LEN) + encoders * vit_flops
     times = alternate(steps, a.repeats)
     base = median(times["none"])

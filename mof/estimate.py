@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from .console import setup_console
-from .errors import MofError, exit_with
+from .errors import ConfigError, MofError, exit_with
 from .model import MofForConditionalGeneration
 from .model.stages import apply_stage, parameter_report
 from .training.from_config import model_config_from, stage_plan
@@ -46,7 +46,7 @@ def model_state_bytes(total: int, trainable: int, strategy: str, devices: int) -
     elif strategy == "deepspeed_zero3_offload":
         gpu, cpu = grads / n, weights + optim  # offloaded states live in each node's CPU memory
     else:
-        raise ValueError(f"strategy.name: unknown strategy {strategy!r}")
+        raise ConfigError(f"strategy.name: unknown strategy {strategy!r}")
     return {"gpu": gpu, "cpu": cpu}
 
 

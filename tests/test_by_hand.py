@@ -265,7 +265,7 @@ def test_sample_lengths_of_padded_and_packed_batches():
 
 
 def test_training_flops_by_hand():
-    """A 2-layer LLM of width 64: 6 N per token + 12 L h s per token, and the towers' and adapters' share."""
+    """A 2-layer LLM of width 64: 6 N per token + 12 L h s per token, and the towers' and projectors' share."""
     from mof import MofForConditionalGeneration, tiny_config
     from mof.model.flops import training_flops
 

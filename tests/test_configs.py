@@ -40,10 +40,17 @@ def test_every_shipped_config_composes_and_instantiates(tmp_path, group, option)
     validate(cfg)
     datamodule = instantiate(cfg.data)
     assert datamodule.sources and datamodule.template_name == cfg.stage.template
-    strategy = build_strategy(cfg.strategy.name, "cpu")
-    assert strategy is not None
+    strategy, name = build_strategy(cfg.strategy.name, "cpu"), cfg.strategy.name
+    if name == "auto":
+        assert strategy == "auto"
+    elif name == "ddp":   # gloo: CPU processes
+        assert type(strategy).__name__ == "DDPStrategy" and strategy._process_group_backend == "gloo"
+    else:                 # the ZeRO stage and offload the name says
+        zero = strategy.config["zero_optimization"]
+        assert zero["stage"] == (2 if name == "deepspeed_zero2" else 3)
+        assert ("offload_optimizer" in zero) == ("offload_param" in zero) == name.endswith("offload")
     if cfg.get("logger"):
-        assert instantiate(cfg.logger) is not None
+        assert type(instantiate(cfg.logger)).__name__ == cfg.logger._target_.rsplit(".", 1)[1]
 
 
 def test_options_state_only_what_differs():
@@ -76,7 +83,7 @@ def test_stage_learning_rates_come_from_the_model_preset_or_the_stage(tmp_path):
     for model in ("tiny", "llava15_7b"):
         for stage in ("pretrain", "finetune", "lora"):
             cfg = compose_cfg("train", tmp_path, tmp_path, [f"model={model}", f"stage={stage}"])
-            lr[model, stage] = (cfg.stage.optimizer.lr, cfg.stage.optimizer.adapter_lr)
+            lr[model, stage] = (cfg.stage.optimizer.lr, cfg.stage.optimizer.projector_lr)
     assert {v for k, v in lr.items() if k[0] == "tiny"} == {(2e-3, None), (2e-3, 2e-3)}
     assert lr["llava15_7b", "pretrain"] == (1e-3, None) and lr["llava15_7b", "finetune"] == (2e-5, None)
     assert lr["llava15_7b", "lora"] == (2e-4, 2e-5)
@@ -133,6 +140,23 @@ def test_searches_and_benchmarks_compose_with_every_model_preset(tmp_path, model
         assert BENCHMARKS[name](section, tmp_path).section["name"] == name
     assert benchmark_section(cfg, "mmvp")["root"] == f"{tmp_path}/MMVP"  # ${paths.data_dir} resolved
     assert benchmark_section(cfg, "synthetic")["synthetic"]["pairs_per_pattern"] == cfg.synthetic_benchmark.pairs_per_pattern
+
+
+def test_a_benchmark_built_without_hydra_has_evaluate_pys_settings(tmp_path):
+    """Defaults are stated once, in mof/conf/benchmark/: `MMVP({})` (a notebook, the lmms-eval plugin, a test) gets
+    what `evaluate.py benchmark=mmvp` composes, `${paths.data_dir}` included, and code states none of them."""
+    from mof.evaluation.benchmarks import BENCHMARKS
+
+    for name, benchmark in BENCHMARKS.items():
+        composed = compose_cfg("evaluate", tmp_path, tmp_path, [f"benchmark={name}", "checkpoint=x"])
+        expected = OmegaConf.to_container(composed.benchmark, resolve=True)
+        built = benchmark({}, tmp_path).section
+        if name == "synthetic_pope":   # its generated folder, filled in when no root is given
+            assert built.pop("root") == built.pop("image_root").parent
+            expected.pop("root"), expected.pop("image_root")
+        assert built == expected, name
+    composed = compose_cfg("evaluate", tmp_path, tmp_path, ["benchmark=pope", "checkpoint=x", "benchmark.batch_size=3"])
+    assert BENCHMARKS["pope"]({"batch_size": 3}, tmp_path).section == OmegaConf.to_container(composed.benchmark, resolve=True)
 
 
 @pytest.mark.parametrize("args,hint", [

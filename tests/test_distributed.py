@@ -116,7 +116,7 @@ def test_zero3_frozen_towers_stay_out_of_optimizer_and_checkpoint(tmp_path, data
     train(tmp_path, data_dir, *two_procs("deepspeed_zero3"), "stage=pretrain",
           "trainer.max_steps=2")
     ranks = [json.loads((tmp_path / f"zero_rank{r}.json").read_text()) for r in (0, 1)]
-    assert ranks[0]["trainable_total"] == 49_664  # the adapters only
+    assert ranks[0]["trainable_total"] == 49_664  # the projectors only
     state = load_training_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
     assert state and all(k.startswith("model.model.fusion.") for k in state)
     # frozen weights, partitioned during training, come out whole and unchanged

@@ -150,11 +150,29 @@ def _tiny_export(out):
     return out
 
 
+def test_shards_are_read_as_one_memory_mapped_matrix(tmp_path):
+    """Mining holds no embedding matrix whole: the shards are memory-mapped and rows gathered on demand."""
+    from mof.mining.embed import ShardedRows
+
+    rng = np.random.default_rng(0)
+    shards = [rng.standard_normal((n, 4)).astype(np.float16) for n in (3, 0, 5, 2)]   # an empty shard too
+    for k, m in enumerate(shards):
+        np.save(tmp_path / f"{k:05d}.npy", m)
+    rows = ShardedRows([tmp_path / f"{k:05d}.npy" for k in range(4)])
+    whole = np.concatenate(shards).astype(np.float32)
+    assert rows.shape == (10, 4) and all(isinstance(p, np.memmap) for p in rows.parts)
+    picked = np.asarray([9, 0, 4, 3, 3, 7])   # across shards, out of order, repeated
+    assert np.array_equal(rows[picked], whole[picked]) and rows[picked].dtype == np.float32
+    assert np.array_equal(rows[2:6], whole[2:6]) and np.array_equal(rows[5], whole[5]) and np.array_equal(rows, whole)
+    assert [(start, len(b)) for start, b in rows.blocks()] == [(0, 3), (3, 5), (8, 2)]
+
+
 @pytest.mark.slow
 def test_sharded_embedding_resumes_and_two_processes_agree(tmp_path, data_dir):
     one = tmp_path / "one"
     _mine(one, data_dir, "shard_size=16")
     ids, _, _, clip, dino = load_shards(one / "embeddings", 5)
+    clip, dino = np.asarray(clip), np.asarray(dino)   # read now: shard 3 is computed again below
     assert len(ids) == 72
     # a finished run is never replaced by the same command again
     proc = run_script(["mine.py", f"paths.data_dir={data_dir}", f"hydra.run.dir={one}", "synthetic.pairs_per_pattern=4",
@@ -297,9 +315,10 @@ def test_copies_are_set_aside_and_one_image_cannot_fill_the_review(tmp_path):
     at = {Path(i).name: n for n, i in enumerate(ids)}
     pairs = np.asarray([[at["0.png"], at["3.jpg"]], [at["0.png"], at["1.png"]], [at["1.png"], at["2.png"]]])
     c = d = np.zeros(len(pairs), np.float32)
-    kept, _, _, near = set_aside_copies(pairs, c, d, ids, by_id, 0.4, limit=10)
+    kept, _, _, near, checked = set_aside_copies(pairs, c, d, ids, by_id, 0.4, limit=10)
     assert [(a, b) for a, b, _ in near] == [(at["0.png"], at["3.jpg"])] and kept.tolist() == pairs[1:].tolist()
     assert len(set_aside_copies(pairs, c, d, ids, by_id, None, limit=10)[0]) == 3
+    assert checked == 3 and set_aside_copies(pairs, c, d, ids, by_id, 0.4, limit=1)[4] == 2   # the copy, then one kept
     hub = np.asarray([[0, 1], [0, 2], [0, 3], [4, 5], [1, 2], [0, 6]])
     assert cap_per_image(hub, 2).tolist() == [0, 1, 3, 4] and cap_per_image(hub, None).tolist() == list(range(6))
 

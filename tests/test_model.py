@@ -58,7 +58,7 @@ def test_interleave_order_is_patch_by_patch():
 
 
 def _transplant(src, dst):
-    """Copy src's encoder `i` into dst's only encoder, plus adapter and LLM."""
+    """Copy src's encoder `i` into dst's only encoder, plus projector and LLM."""
     missing = dst.load_state_dict(src.state_dict(), strict=False).missing_keys
     assert missing == []
 
@@ -181,7 +181,7 @@ def test_llava_parity(tiny_llava):
     assert err <= 1e-5, err
 
 
-def test_llava_plus_dino_keeps_clip_adapter(tiny_llava):
+def test_llava_plus_dino_keeps_clip_projector(tiny_llava):
     llava, path = tiny_llava
     dino = {"type": "dinov2", "config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
                                          "patch_size": 8, "image_size": 32}}

@@ -9,7 +9,7 @@ import pytest
 from helpers import FAST, ROOT, compose_cfg, run_script
 
 TOOLS = {"train.py": "train", "evaluate.py": "evaluate", "mine.py": "mine", "pretrain.py": "pretrain",
-         "reproduce.py": "reproduce", "-m mof.estimate": "train", "-m mof.training.data_check": "train"}
+         "reproduce.py": "reproduce", "-m mof.estimate": "train", "-m mof.training.data_report": "train"}
 
 
 def readme_commands() -> list[str]:
@@ -29,7 +29,7 @@ def hydra_commands() -> list[tuple[str, list[str]]]:
     out = []
     for line in readme_commands():
         match = re.search(r"python (train\.py|evaluate\.py|mine\.py|pretrain\.py|reproduce\.py|-m mof\.estimate|"
-                          r"-m mof\.training\.data_check)(.*)$", line)
+                          r"-m mof\.training\.data_report)(.*)$", line)
         if not match:
             continue
         args = [a for a in shlex.split(match.group(2)) if a not in ("-m", "--cfg", "job", "...")]

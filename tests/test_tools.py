@@ -15,7 +15,7 @@ def test_estimate_counts_and_memory(tmp_path, data_dir):
                                                      "strategy=deepspeed_zero3", "trainer.devices=8"])
     rows = dict((name, (n, t)) for name, n, t in count(cfg))
     assert rows["llm"] == (6_738_415_616, 6_738_415_616)  # Vicuna-7B
-    assert rows["vision[1] dinov2"][1] == 0 and rows["adapters"][0] == 2 * (1024 * 4096 + 4096 + 4096 * 4096 + 4096)
+    assert rows["vision[1] dinov2"][1] == 0 and rows["projectors"][0] == 2 * (1024 * 4096 + 4096 + 4096 * 4096 + 4096)
     text = report(cfg)
     assert "deepspeed_zero3" in text and "<- strategy" in text
     total, trainable = 1_000, 400
@@ -27,8 +27,8 @@ def test_estimate_counts_and_memory(tmp_path, data_dir):
     assert lora_rows["lora"][0] == 32 * 8 * (4 * 8192 + 3 * (4096 + 11008)) and lora_rows["llm"][1] == 0
 
 
-def test_data_check_writes_report(tmp_path, data_dir):
-    proc = run_script(["-m", "mof.training.data_check", f"paths.data_dir={data_dir}", *SMALL_DATA, f"hydra.run.dir={tmp_path}"])
+def test_data_report_writes_report(tmp_path, data_dir):
+    proc = run_script(["-m", "mof.training.data_report", f"paths.data_dir={data_dir}", *SMALL_DATA, f"hydra.run.dir={tmp_path}"])
     report_ = json.loads((tmp_path / "report.json").read_text())
     assert report_["total"] == report_["valid"] == 144 and report_["skipped"] == {} and report_["fully_masked"] == 0
     assert report_["token_length"]["p50"] > 128  # 128 visual tokens (interleaved) + text
@@ -55,7 +55,7 @@ def _bench_copy(tmp_path):
     import shutil
 
     (tmp_path / "bench").mkdir()
-    for f in ("gpu.py", "common.py", "packing.py", "mining.py", "mining_embed.py", "mining_recall.py"):
+    for f in ("gpu.py", "common.py", "packing.py", "mining.py", "mining_embed.py", "mining_recall.py", "mining_memory.py"):
         shutil.copy(ROOT / "bench" / f, tmp_path / "bench" / f)
 
 
@@ -129,6 +129,15 @@ def test_recall_bench_measures_ivf_on_the_tiny_clip_and_its_mixture(tmp_path):
     recalls = [float(r[4]) for r in rows]
     assert recalls[1] >= 0.99 and recalls[3] >= 0.99   # every list probed: exact, up to ties
     assert recalls[0] < recalls[1] and recalls[2] < recalls[3]
+    # the stages after embedding on shards written as mine.py writes them, through mining's own code
+    run_script(["bench/mining_memory.py", "--images", "360", "--n", "5000", "--nlist", "16", "--shard-size", "512"],
+               cwd=tmp_path)
+    stages = [line.split("|")[1].strip() for line in (tmp_path / "BENCHMARKS.md").read_text().splitlines()
+              if line.startswith("| ") and "GiB" not in line]
+    assert stages[-5:-2] == ["write shards (float16, as embedding does)", "load 10 shards (memory-mapped)",
+                             "for comparison: both matrices loaded whole (float32)"]
+    found = [int(s.split("(")[-1].split()[0].replace(",", "")) for s in stages[-2:]]
+    assert stages[-2].startswith("search: IVF-Flat nlist 16") and found[0] >= found[1] > 0
 
 
 def test_setup_sh_chooses_torchs_build_by_the_machine(tmp_path):

@@ -34,7 +34,7 @@ def test_every_fusion_mode_trains_and_exports(tmp_path, data_dir, fusion):
     assert (tmp_path / "export" / "tokenizer.json").exists()
     assert (tmp_path / "export" / "preprocessor_config.json").exists()
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
-    assert "adapters" in (tmp_path / "parameters.txt").read_text()
+    assert "projectors" in (tmp_path / "parameters.txt").read_text()
 
 
 def test_additive_alpha_reaches_the_model(tmp_path, data_dir):
@@ -49,7 +49,7 @@ def _weights(module_state: dict, prefix: str) -> dict:
     return {k: v for k, v in module_state.items() if k.startswith(prefix)}
 
 
-def test_pretrain_trains_adapters_only_and_checkpoint_holds_them_only(tmp_path, data_dir):
+def test_pretrain_trains_projectors_only_and_checkpoint_holds_them_only(tmp_path, data_dir):
     cfg = train_cfg(tmp_path, data_dir, ["stage=pretrain", "trainer.max_steps=3"])
     train(cfg)
     state = ckpt_state(tmp_path)["state_dict"]
@@ -83,7 +83,7 @@ def test_stage1_to_stage2_hand_over(tmp_path, data_dir):
 
 def test_lora_stage_exports_adapter_and_merged_model(tmp_path, data_dir):
     cfg = train_cfg(tmp_path, data_dir, ["stage=lora", "stage.lora.r=4", "stage.lora.alpha=8", "trainer.max_steps=3",
-                                         "stage.optimizer.lr=1e-2", "stage.optimizer.adapter_lr=1e-2"])
+                                         "stage.optimizer.lr=1e-2", "stage.optimizer.projector_lr=1e-2"])
     train(cfg)
     state = ckpt_state(tmp_path)["state_dict"]
     assert any("lora_A" in k for k in state) and any("fusion" in k for k in state)
@@ -318,7 +318,7 @@ def test_logged_learning_rate_follows_warmup_then_cosine(tmp_path, data_dir):
                                          f"stage.scheduler.warmup_ratio={warmup_ratio}", f"stage.optimizer.lr={lr}"])
     train(cfg)
     rows = list(csv.DictReader(open(next((tmp_path / "csv").rglob("metrics.csv")))))
-    column = next(c for c in rows[0] if c.startswith("lr-") and "adapter" in c)
+    column = next(c for c in rows[0] if c.startswith("lr-") and "projector" in c)
     logged = [float(r[column]) for r in rows if r.get(column)]
     warmup = math.ceil(warmup_ratio * steps)
     expected = [lr * s / warmup if s < warmup else lr * 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup)))

@@ -63,8 +63,10 @@ def default_export_dir(checkpoint_path: Path, step) -> Path:
 def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
     model, info, path, ckpt = rebuild_from_checkpoint(checkpoint)
     tokenizer = load_tokenizer(str(info.get("tokenizer", "tiny")))
-    processor = (MofImageProcessor(**info["image_processor"]) if isinstance(info.get("image_processor"), dict)
-                 else MofImageProcessor.from_model_config(unwrap(model).config))
+    config = unwrap(model).config
+    processor = (MofImageProcessor.from_dict(info["image_processor"], f"{path}: image_processor").check_fits(
+        config, f"{path}: image_processor") if isinstance(info.get("image_processor"), dict)
+        else MofImageProcessor.from_model_config(config))
     step = ckpt.get("global_step")
     out = Path(out) if out else default_export_dir(path, step)
     return save_export(model, tokenizer, processor, out, {"global_step": step, "stage": info["stage"].get("name"),

@@ -135,10 +135,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def set_aside_unverified_last(folder: Path, step: int) -> Path | None:
     """`last.ckpt` holds state `step`, whose loss came out non-finite: keep it as `nonfinite-step<N>.ckpt` and put
     the previous (verified) one back as `last.ckpt`, so that `resume=auto` and the error message name a good state.
-    Returns the good checkpoint, if there is one."""
+    A periodic `step<N>.ckpt` of that state is set aside too (`nonfinite-step<N>.ckpt` of its own name), so no file
+    under an ordinary name holds it. Returns the good checkpoint, if there is one."""
     last, previous = folder / "last.ckpt", folder / PREVIOUS_LAST
     if last.is_file():
         os.replace(last, folder / f"nonfinite-step{step}.ckpt")
         if previous.is_file():
             os.replace(previous, last)
+    periodic = folder / f"step{step:06d}.ckpt"   # `KeptCheckpoints`' name for that state
+    if periodic.is_file():
+        os.replace(periodic, folder / f"nonfinite-{periodic.name}")
     return last if last.exists() else None

@@ -17,7 +17,7 @@ LIGHTNING = "model."  # the LightningModule's attribute that holds the model
 PEFT = "base_model.model."  # peft's wrapper (LoRA runs)
 PEFT_SAVED = "modules_to_save.default."  # peft's trained copy of a module it does not adapt (the fusion)
 DEEPSPEED = "_forward_module."  # Lightning's DeepSpeed wrapper, in consolidated ZeRO weights
-FUSION = "model.fusion."  # the adapters (projectors and any aggregator) inside `MofForConditionalGeneration`
+FUSION = "model.fusion."  # the projectors (projectors and any aggregator) inside `MofForConditionalGeneration`
 
 PEFT_PREFIXES = ("", PEFT)  # a model's own keys, and those of a peft-wrapped one
 LIGHTNING_PREFIXES = tuple(LIGHTNING + p for p in PEFT_PREFIXES)  # the same inside a LightningModule

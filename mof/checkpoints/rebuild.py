@@ -1,8 +1,8 @@
 """A model rebuilt from a training checkpoint, which may come from elsewhere: no code runs from it.
 
 The file is read by `files` (restricted unpickling), and the model is rebuilt from the plain values a run stores
-(`MofConfig` dict, stage plan, tokenizer reference), never by instantiating a stored config. `load_adapters`
-copies a previous run's adapters (stage 1 -> stage 2) from the same kinds of files.
+(`MofConfig` dict, stage plan, tokenizer reference), never by instantiating a stored config. `load_projectors`
+copies a previous run's projectors (stage 1 -> stage 2) from the same kinds of files.
 """
 
 from __future__ import annotations
@@ -77,18 +77,18 @@ def _model_state_from(path: Path) -> dict:
     return strip_prefix(load_training_checkpoint(path)["state_dict"], LIGHTNING)
 
 
-def load_adapters(model: MofForConditionalGeneration, source: str) -> int:
-    """Copy the fusion's weights (adapters and any aggregator) from a previous run (stage 1 -> stage 2)."""
+def load_projectors(model: MofForConditionalGeneration, source: str) -> int:
+    """Copy the fusion's weights (projectors and any aggregator) from a previous run (stage 1 -> stage 2)."""
     found = fusion_state(_model_state_from(Path(source)))
     own = model.fusion.state_dict()
     missing = sorted(set(own) - set(found))
     if missing:
-        raise ConfigError(f"model.projector_from: {source} has no adapter weights for {missing[:4]} "
+        raise ConfigError(f"model.projector_from: {source} has no projector weights for {missing[:4]} "
                           "(was it trained with the same mof fusion and model?)")
     for k in own:
         if found[k].shape != own[k].shape:
-            raise ConfigError(f"model.projector_from: adapter {k} has shape {tuple(found[k].shape)} in {source}, "
+            raise ConfigError(f"model.projector_from: projector {k} has shape {tuple(found[k].shape)} in {source}, "
                               f"expected {tuple(own[k].shape)}")
     model.fusion.load_state_dict({k: found[k] for k in own})
-    log.info("loaded %d adapter tensors from %s", len(own), source)
+    log.info("loaded %d projector tensors from %s", len(own), source)
     return len(own)

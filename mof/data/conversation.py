@@ -11,6 +11,8 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 
+from ..errors import ConfigError, unknown
+
 IGNORE_INDEX = -100
 IMAGE_PLACEHOLDER = "<image>"
 VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
@@ -220,8 +222,9 @@ class ChatTemplate(Template):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
     def segments(self, turns, tokenizer):
+        """`(rendered text, supervised, the turn's own text)` per turn."""
         if getattr(tokenizer, "chat_template", None) is None:
-            raise ValueError("template 'chat_template': the tokenizer has no chat template")
+            raise ConfigError("template 'chat_template': the tokenizer has no chat template")
         messages = [{"role": "system", "content": self.system}] if self.system else []
         rendered = self._render(tokenizer, messages, False) if messages else ""
         for role, text in turns:
@@ -229,21 +232,33 @@ class ChatTemplate(Template):
             # A user turn is rendered with the assistant header that follows it, which is not supervised.
             full = self._render(tokenizer, messages, add_generation_prompt=role == "user")
             if not full.startswith(rendered):
-                raise ValueError("template 'chat_template': the chat template does not render conversations "
+                raise ConfigError("template 'chat_template': the chat template does not render conversations "
                                  "incrementally (a prefix changed when a turn was added)")
-            yield full[len(rendered):], role == "assistant"
+            yield full[len(rendered):], role == "assistant", text
             rendered = full
 
     def encode(self, turns, tokenizer, image_token_id: int, num_image_tokens: int) -> Encoded:
-        # The rendered markup is itself special-token text, so special tokens are not split (data text included).
+        # The rendered markup is special-token text (`<|im_end|>`, `</s>`): it is tokenised with special tokens
+        # recognised. The data text inside it is not markup: a special token written in it (`</s>ASSISTANT: ...`)
+        # is tokenised as plain text, so data cannot end a turn or open one. A template that rewrites the text
+        # (so it cannot be found in the rendering) makes such a sample a counted skip.
+        specials = [t for t in tokenizer.all_special_tokens if t != IMAGE_PLACEHOLDER]
         ids, labels = [], []
-        for content, supervised in self.segments(turns, tokenizer):
+        for content, supervised, text in self.segments(turns, tokenizer):
+            pieces = [(content, False)]
+            if any(t in text for t in specials):
+                at = content.find(text)
+                if at < 0:
+                    raise ConversationError("special_token_in_text", "the chat template rewrote a turn that holds "
+                                            "a special token")
+                pieces = [(content[:at], False), (text, True), (content[at + len(text):], False)]
             tokens = []
-            for k, piece in enumerate(content.split(IMAGE_PLACEHOLDER)):
-                if k:
-                    tokens += [image_token_id] * num_image_tokens
-                if piece:
-                    tokens += tokenizer.encode(piece, add_special_tokens=False)
+            for piece, literal in pieces:
+                for k, part in enumerate(piece.split(IMAGE_PLACEHOLDER)):
+                    if k:
+                        tokens += [image_token_id] * num_image_tokens
+                    if part:
+                        tokens += tokenizer.encode(part, add_special_tokens=False, split_special_tokens=literal)
             ids += tokens
             labels += [t if supervised and t != image_token_id else IGNORE_INDEX for t in tokens]
         return Encoded(ids, labels)
@@ -254,5 +269,5 @@ TEMPLATES = {"plain": PlainTemplate, "vicuna_v1": VicunaV1Template, "chat_templa
 
 def get_template(name: str, **kwargs) -> Template:
     if name not in TEMPLATES:
-        raise ValueError(f"unknown conversation template {name!r}; known: {', '.join(TEMPLATES)}")
+        raise ConfigError(unknown("data.template", "conversation template", name, TEMPLATES))
     return TEMPLATES[name](**kwargs)

@@ -9,7 +9,7 @@ from collections import Counter
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
-from ..errors import MofError
+from ..errors import ConfigError, MofError
 
 from .collate import Collator
 from .conversation import ConversationError, get_template
@@ -56,7 +56,7 @@ class MofDataModule(pl.LightningDataModule):
         super().__init__()
         self.synthetic = dict(synthetic) if synthetic else None
         if not sources and not self.synthetic:
-            raise ValueError("data.sources: expected at least one dataset {path, image_root, weight}")
+            raise ConfigError("data.sources: expected at least one dataset {path, image_root, weight}")
         self.sources = ([Source(**dict(s)) for s in sources] if sources
                         else synthetic_sources(self.synthetic["out"], template))
         self.template_name = template
@@ -104,7 +104,7 @@ class MofDataModule(pl.LightningDataModule):
             self.model_config.num_visual_tokens, self.max_length, self.allow_outside_root, self.seed)
         self.lengths = self.dataset.modality_lengths()  # once: every loader's sampler groups by them
         if len(self.dataset) == 0:
-            raise ValueError(f"data: no usable records in {[s.path for s in self.sources]} (skipped: {dict(self.dataset.read_skipped)})")
+            raise ConfigError(f"data: no usable records in {[s.path for s in self.sources]} (skipped: {dict(self.dataset.read_skipped)})")
         self.check_data()
 
     def check_data(self) -> dict:
@@ -176,7 +176,7 @@ class MofDataModule(pl.LightningDataModule):
     def load_state_dict(self, state: dict) -> None:
         if state:
             if state.get("seed", self.seed) != self.seed:
-                raise ValueError(f"resume: the checkpoint's data seed {state['seed']} differs from data.seed={self.seed}")
+                raise ConfigError(f"resume: the checkpoint's data seed {state['seed']} differs from data.seed={self.seed}")
             self._resume = state
             if getattr(self, "sampler", None) is not None:  # a loader built before the restore
                 self.sampler.load_state_dict(state)

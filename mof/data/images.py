@@ -7,6 +7,7 @@ size and normalisation, and is saved beside an exported model as `preprocessor_c
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from ..errors import ConfigError
+
 PROCESSOR_FILE = "preprocessor_config.json"
+MAX_ENCODER_SIDE = 4096   # an encoder's input side; the largest in use are ~1k (ConvNeXt in Cambrian), so a
+# `preprocessor_config.json` asking for more is refused before it sizes a tensor from a few bytes of JSON
 
 
 class ImageError(ValueError):
@@ -78,6 +83,21 @@ def decode_image(source, name, max_pixels: int = 50_000_000, max_aspect_ratio: f
         raise ImageError("bad_image", f"{path}: {e}") from e
 
 
+def check_encoder_settings(e, key: str) -> None:
+    """One encoder's `{size, mean, std}`: a side in [1, MAX_ENCODER_SIDE], three means, three positive stds."""
+    if not isinstance(e, dict) or set(e) != {"size", "mean", "std"}:
+        raise ConfigError(f"{key}: expected the keys size, mean, std, got {e!r}"[:300])
+    size = e["size"]
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_ENCODER_SIDE:
+        raise ConfigError(f"{key}.size: expected an integer side in [1, {MAX_ENCODER_SIDE}], got {size!r}")
+    for name, positive in (("mean", False), ("std", True)):
+        v = e[name]
+        if (not isinstance(v, list) or len(v) != 3
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+                or (positive and not all(x > 0 for x in v))):
+            raise ConfigError(f"{key}.{name}: expected three finite{' positive' if positive else ''} numbers, got {v!r}")
+
+
 @dataclass
 class EncoderTransform:
     size: int
@@ -136,7 +156,14 @@ class MofImageProcessor:
 
     def __post_init__(self):
         if self.mode not in ("pad", "crop", "resize"):
-            raise ValueError(f"image processor mode: expected 'pad', 'crop' or 'resize', got {self.mode!r}")
+            raise ConfigError(f"image processor mode: expected 'pad', 'crop' or 'resize', got {self.mode!r}")
+        if not isinstance(self.encoders, list) or not self.encoders:
+            raise ConfigError(f"image processor encoders: expected a list of {{size, mean, std}}, got {self.encoders!r}")
+        for k, e in enumerate(self.encoders):
+            check_encoder_settings(e, f"image processor encoders[{k}]")
+        for key, value in (("max_pixels", self.max_pixels), ("max_aspect_ratio", self.max_aspect_ratio)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"image processor {key}: expected a positive number, got {value!r}")
         self._transforms = [EncoderTransform(**e) for e in self.encoders]
 
     @classmethod
@@ -144,8 +171,17 @@ class MofImageProcessor:
         specs = config.encoder_specs
         encoders = [{"size": s.image_size, "mean": list(s.image_mean), "std": list(s.image_std)} for s in specs]
         if share_first and len({e["size"] for e in encoders}) > 1:
-            raise ValueError("image processor share_first: every encoder must take the same image size")
+            raise ConfigError("image processor share_first: every encoder must take the same image size")
         return cls(encoders, mode, share_first)
+
+    def check_fits(self, config, source) -> "MofImageProcessor":
+        """Refuse a processor whose sizes are not the model's encoders' (a folder whose parts do not belong
+        together would feed every image at the wrong size)."""
+        want = [s.image_size for s in config.encoder_specs]
+        have = [e["size"] for e in self.encoders]
+        if have != want:
+            raise ConfigError(f"{source}: image sizes {have}; the model's encoders take {want}")
+        return self
 
     def __call__(self, img: Image.Image) -> list[torch.Tensor]:
         if self.share_first:
@@ -170,6 +206,25 @@ class MofImageProcessor:
 
     @classmethod
     def from_pretrained(cls, directory) -> "MofImageProcessor":
-        d = json.loads((Path(directory) / PROCESSOR_FILE).read_text())
-        d.pop("processor_class", None)
-        return cls(**d)
+        """The processor saved in `directory`; a file that is not one (a folder from elsewhere) is one error naming
+        it and what was expected."""
+        path = Path(directory) / PROCESSOR_FILE
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: not a readable JSON image processor ({e})") from e
+        return cls.from_dict(d, path)
+
+    @classmethod
+    def from_dict(cls, d, source) -> "MofImageProcessor":
+        """The processor that `d` (a saved processor's settings) describes; `source` names where `d` came from."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected an image processor's settings (an object), got {type(d).__name__}")
+        d = {k: v for k, v in d.items() if k != "processor_class"}
+        extra = sorted(set(d) - set(cls.__dataclass_fields__))
+        if extra:
+            raise ConfigError(f"{source}: unknown keys {extra}; expected {sorted(cls.__dataclass_fields__)}")
+        try:
+            return cls(**d)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None

@@ -21,6 +21,7 @@ from typing import Callable
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..errors import ConfigError
 from .prompts import format_mcq_prompt
 from .records import Source
 
@@ -325,7 +326,7 @@ def generation_spec(defaults: dict, options: dict, key: str = "benchmark.synthet
     spec = {**defaults, **{k: v for k, v in options.items() if v is not None}}
     unknown = set(spec) - set(defaults)
     if unknown:
-        raise ValueError(f"{key}: unknown keys {sorted(unknown)}; expected {sorted(defaults)}")
+        raise ConfigError(f"{key}: unknown keys {sorted(unknown)}; expected {sorted(defaults)}")
     return spec
 
 

@@ -15,12 +15,13 @@ line's `category` (lmms-eval, LLaVA's metadata) or `split`, or the one split `be
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from .benchmarks.base import BenchmarkFormatError, json_lines
 
 FORMATS = {  # the format's name: the keys that identify it, checked in this order
-    "mof": ("index",),
+    "mof": ("index", "response"),
     "lmms_eval": ("doc_id", "doc"),
     "mmvp_paper": ("question_id", "response"),
     "llava": ("question_id", "text"),
@@ -69,6 +70,8 @@ def read_answer_file(path: str | Path) -> tuple[str, list[dict]]:
             response = value.get({"mof": "response", "mmvp_paper": "response", "llava": "text", "pope": "answer"}[fmt])
             meta = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
             split = value.get("split") or value.get("category") or meta.get("category")
+        if fmt == "mof" and (isinstance(key, bool) or not isinstance(key, int)):
+            raise BenchmarkFormatError(f"{path}:{line}: 'index' is {key!r}; expected the question's number (mof format)")
         if isinstance(key, bool) or not isinstance(key, (int, str)) or key == "":
             raise BenchmarkFormatError(f"{path}:{line}: no question id ({fmt} format); expected a number or text")
         if not isinstance(response, (str, type(None))):
@@ -77,6 +80,17 @@ def read_answer_file(path: str | Path) -> tuple[str, list[dict]]:
     if not rows:
         raise BenchmarkFormatError(f"{path}: holds no predictions (expected one answer per line, a JSON object)")
     return fmt, rows
+
+
+def own_predictions(rows: list[dict], path: Path) -> list[dict]:
+    """The lines of mof's own `predictions.jsonl` as written (the benchmark completes what they lack); an index
+    answered twice would score its pair twice, so it is an error naming the indices."""
+    counts = Counter(row["id"] for row in rows)
+    repeated = sorted(i for i, n in counts.items() if n > 1)
+    if repeated:
+        raise BenchmarkFormatError(f"{path}: index {', '.join(map(str, repeated[:10]))} appears more than once; "
+                                   "each question is scored once")
+    return [row["raw"] for row in rows]
 
 
 def match(rows: list[dict], items: list, question_id, answer_id, path: Path) -> list[dict]:

@@ -7,8 +7,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from ..errors import ConfigError
-from ..errors import MofError, exit_with, refuse_finished
+from ..errors import ConfigError, MofError, exit_with, refuse_finished
 from .benchmarks import get_benchmark
 from .run import evaluate_benchmark, rescore
 from .wandb_log import log_results
@@ -38,10 +37,7 @@ def main(cfg) -> float:
 
 
 def evaluate(cfg) -> dict:
-    try:
-        benchmark_class = get_benchmark(cfg.benchmark.name)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    benchmark_class = get_benchmark(cfg.benchmark.name)
     check(cfg)
     b = cfg.benchmark
     out_dir = Path(cfg.paths.output_dir)
@@ -57,7 +53,7 @@ def evaluate(cfg) -> dict:
     else:
         if not cfg.checkpoint:
             raise ConfigError("checkpoint: expected a mof export folder, a .ckpt or a LLaVA checkpoint")
-        results = evaluate_benchmark(benchmark, cfg.checkpoint, out_dir, b.get("template"), b.get("batch_size", 16),
+        results = evaluate_benchmark(benchmark, cfg.checkpoint, out_dir, b.get("template"), b.batch_size,
                                      b.get("max_new_tokens"), _device(cfg.device), b.get("limit"))
     if cfg.get("logger") == "wandb":
         log_results(results, out_dir, cfg.task_name)

@@ -13,7 +13,7 @@ from lmms_eval.models.registry_v2 import ModelManifest
 
 from ..data.conversation import TEMPLATES
 from ..data.images import ImageError
-from ..errors import unknown
+from ..errors import ConfigError, unknown
 from .benchmarks.base import Item
 from .generation import answer
 from .loading import load_for_evaluation
@@ -29,9 +29,9 @@ class MofLmms(lmms):
                  **kwargs):
         super().__init__()
         if not str(batch_size).isdigit() or int(batch_size) < 1:
-            raise ValueError(f"--model_args batch_size: expected a positive integer, got {batch_size!r}")
+            raise ConfigError(f"--model_args batch_size: expected a positive integer, got {batch_size!r}")
         if template is not None and template not in TEMPLATES:
-            raise ValueError(unknown("--model_args template", "template", template, TEMPLATES))
+            raise ConfigError(unknown("--model_args template", "template", template, TEMPLATES))
         self.loaded = load_for_evaluation(pretrained, device)
         self.template = template or self.loaded.template
         self.batch_size = int(batch_size)
@@ -49,7 +49,7 @@ class MofLmms(lmms):
                 context, _, doc_to_visual, doc_id, task, split = requests[k].args
                 visuals = doc_to_visual(self.task_dict[task][split][doc_id])
                 if not visuals:
-                    raise ValueError(f"lmms-eval request {k} ({task} doc {doc_id}) has no image: mof answers image "
+                    raise ConfigError(f"lmms-eval request {k} ({task} doc {doc_id}) has no image: mof answers image "
                                      "questions")
                 items.append(Item(k, visuals[0], context))
             for k, p in zip(indices, answer(self.loaded, items, self.template, self.batch_size, max_new_tokens)):

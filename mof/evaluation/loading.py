@@ -13,6 +13,7 @@ from ..checkpoints.files import CheckpointError
 from ..checkpoints.rebuild import rebuild_from_checkpoint
 from ..data.images import PROCESSOR_FILE, MofImageProcessor
 from ..data.tokenizer import load_tokenizer
+from ..errors import ConfigError
 from ..model import MofForConditionalGeneration
 from ..model.weights import refused_pickles
 
@@ -29,8 +30,8 @@ def _from_export(path: Path) -> Loaded:
     with refused_pickles(path):
         model = MofForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
     tokenizer = load_tokenizer(str(path))
-    processor = (MofImageProcessor.from_pretrained(path) if (path / PROCESSOR_FILE).exists()
-                 else MofImageProcessor.from_model_config(model.config))
+    processor = (MofImageProcessor.from_pretrained(path).check_fits(model.config, path / PROCESSOR_FILE)
+                 if (path / PROCESSOR_FILE).exists() else MofImageProcessor.from_model_config(model.config))
     info = json.loads((path / "mof_export.json").read_text()) if (path / "mof_export.json").exists() else {}
     return Loaded(model, tokenizer, processor, info.get("template") or "vicuna_v1")
 
@@ -46,12 +47,28 @@ def _from_lightning(path: Path) -> Loaded:
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     tokenizer = load_tokenizer(str(info.get("tokenizer", "tiny")))
-    processor = (MofImageProcessor(**info["image_processor"]) if isinstance(info.get("image_processor"), dict)
-                 else MofImageProcessor.from_model_config(model.config))
+    processor = (MofImageProcessor.from_dict(info["image_processor"], f"{path}: image_processor").check_fits(
+        model.config, f"{path}: image_processor") if isinstance(info.get("image_processor"), dict)
+        else MofImageProcessor.from_model_config(model.config))
     return Loaded(model, tokenizer, processor, info["stage"].get("template") or "vicuna_v1")
 
 
+def usable_device(device) -> torch.device:
+    """`device` as torch names it, checked before any model is loaded: a misspelt name or a GPU this machine lacks is
+    one line, not torch's traceback after loading."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device: expected cpu, cuda or cuda:N (a torch device), got {str(device)!r}") from e
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"device: {device} asked for, but this machine has {torch.cuda.device_count()} CUDA devices")
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ConfigError(f"device: expected cpu or cuda, got {str(device)!r}")
+    return device
+
+
 def load_for_evaluation(checkpoint: str | Path, device: str | torch.device = "cpu") -> Loaded:
+    device = usable_device(device)
     path = Path(str(checkpoint))
     if path.suffix == ".ckpt" and (path.is_file() or (path / "checkpoint").is_dir()):
         loaded = _from_lightning(path)

@@ -7,6 +7,7 @@ two systems' per-pattern scores.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -73,17 +74,18 @@ IGNORED_OVERRIDES = ("hydra.", "paths.", "logger", "checkpoint", "benchmark", "e
                      "trainer.accelerator", "trainer.devices")
 
 
-def run_overrides(run: Path) -> list[str]:
+@functools.lru_cache(maxsize=None)  # a report labels each result several times (groups, table, plots): read once
+def run_overrides(run: Path) -> tuple[str, ...]:
     """The command-line overrides a run was made with that say what it is (not where it wrote or how it logged)."""
     import yaml
 
     try:
         values = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return []
+        return ()
     if not isinstance(values, list):
-        return []
-    return [str(v) for v in values if isinstance(v, str) and not v.lstrip("+~").startswith(IGNORED_OVERRIDES)]
+        return ()
+    return tuple(str(v) for v in values if isinstance(v, str) and not v.lstrip("+~").startswith(IGNORED_OVERRIDES))
 
 
 def seed_groups(all_results: list[dict]) -> list[tuple[str, list[dict]]]:

@@ -8,17 +8,17 @@ from collections import Counter
 from pathlib import Path
 
 from .benchmarks.base import Benchmark
-from .answer_files import match, read_answer_file
-from .benchmarks.base import BenchmarkFormatError, json_lines
+from .answer_files import match, own_predictions, read_answer_file
 from .generation import answer
 from .loading import Loaded, load_for_evaluation
 from .report import print_summary, write_report
 
 
-def evaluate_benchmark(benchmark: Benchmark, checkpoint, out_dir, template: str | None = None, batch_size: int = 16,
+def evaluate_benchmark(benchmark: Benchmark, checkpoint, out_dir, template: str | None = None, batch_size: int | None = None,
                        max_new_tokens: int | None = None, device="cpu", limit: int | None = None,
                        loaded: Loaded | None = None) -> dict:
-    """`loaded`: the model of `checkpoint` already loaded (several benchmarks, one load)."""
+    """`loaded`: the model of `checkpoint` already loaded (several benchmarks, one load); `batch_size` and
+    `max_new_tokens`: None for the benchmark's settings."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     items = benchmark.items()
@@ -26,31 +26,12 @@ def evaluate_benchmark(benchmark: Benchmark, checkpoint, out_dir, template: str 
         items = items[:limit]
     loaded = loaded or load_for_evaluation(checkpoint, device)
     template = template or loaded.template
-    raw = answer(loaded, items, template, batch_size, max_new_tokens or benchmark.max_new_tokens)
+    raw = answer(loaded, items, template, batch_size or benchmark.section["batch_size"],
+                 max_new_tokens or benchmark.max_new_tokens)
     predictions = [benchmark.judge(p) for p in raw]
     results = {"benchmark": benchmark.name, "checkpoint": str(checkpoint), "template": template, "decoding": "greedy",
                **benchmark.describe()}
     return _finish(benchmark, results, predictions, out_dir)
-
-
-def read_predictions(path: Path) -> list[dict]:
-    """`predictions.jsonl` lines with at least `index` and `response` (other fields as the benchmark needs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise BenchmarkFormatError(f"benchmark.predictions: no file at {path}")
-    out = []
-    for lineno, p in json_lines(path, "prediction"):
-        if not isinstance(p, dict) or not isinstance(p.get("index"), int) or not isinstance(p.get("response", ""), (str, type(None))):
-            raise BenchmarkFormatError(f"{path}:{lineno}: expected an object with an integer 'index' and a 'response' text")
-        out.append(p)
-    if not out:
-        raise BenchmarkFormatError(f"{path}: holds no predictions (expected one JSON object per line)")
-    counts = Counter(p["index"] for p in out)
-    repeated = sorted(i for i, n in counts.items() if n > 1)
-    if repeated:  # a question scored twice would count its pair twice
-        raise BenchmarkFormatError(f"{path}: index {', '.join(map(str, repeated[:10]))} appears more than once; "
-                                   "each question is scored once")
-    return out
 
 
 def rescore(benchmark: Benchmark, predictions_file, out_dir, limit: int | None = None) -> dict:
@@ -60,7 +41,7 @@ def rescore(benchmark: Benchmark, predictions_file, out_dir, limit: int | None =
     out_dir = Path(out_dir)
     fmt, rows = read_answer_file(predictions_file)
     if fmt == "mof":
-        predictions = benchmark.complete(read_predictions(predictions_file), Path(predictions_file))
+        predictions = benchmark.complete(own_predictions(rows, Path(predictions_file)), Path(predictions_file))
     else:
         items = benchmark.items()[:limit] if limit else benchmark.items()
         predictions = match(rows, items, benchmark.question_id, benchmark.answer_id, Path(predictions_file))

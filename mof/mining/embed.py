@@ -184,17 +184,52 @@ def embed_all(refs: list[ImageRef], out: Path, encoders: dict[str, str], shard_s
     return ran
 
 
-def load_shards(out: Path, n_shards: int) -> tuple[list[str], list[str], dict, np.ndarray, np.ndarray]:
-    """ids, hashes, skip counts and both embedding matrices (float32) of all shards, in order."""
-    ids, hashes, skipped, mats = [], [], Counter(), {k: [] for k in KINDS}
+class ShardedRows:
+    """The rows of every shard of one encoder as one read-only float32 matrix, each shard memory-mapped: reading rows
+    costs the rows read, never the collection (10M x 768 float16 is 15 GB on disk, and stays there). Indexing takes
+    an int, a slice or an array of rows; `blocks()` yields the shards in order (for adding to an index)."""
+
+    def __init__(self, paths: list[Path]):
+        parts = [np.load(p, mmap_mode="r") for p in paths]
+        self.parts = [m for m in parts if len(m)]
+        self.offsets = np.cumsum([0] + [len(m) for m in self.parts])
+        self.shape = (int(self.offsets[-1]), self.parts[0].shape[1] if self.parts else 1)
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows):
+        if isinstance(rows, (int, np.integer)):
+            return self[np.asarray([rows])][0]
+        if isinstance(rows, slice):
+            rows = np.arange(*rows.indices(len(self)))
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.shape[1]), np.float32)
+        shard = np.searchsorted(self.offsets, rows, side="right") - 1
+        for s in np.unique(shard):
+            at = shard == s
+            local = rows[at] - self.offsets[s]
+            order = np.argsort(local)   # memory maps read fastest in file order
+            out[np.flatnonzero(at)[order]] = self.parts[s][local[order]]
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+    def blocks(self):
+        for start, part in zip(self.offsets[:-1], self.parts):
+            yield int(start), np.asarray(part, dtype=np.float32)
+
+
+def load_shards(out: Path, n_shards: int) -> tuple[list[str], list[str], dict, ShardedRows, ShardedRows]:
+    """ids, hashes, skip counts and both encoders' embeddings of all shards, in order (memory-mapped rows)."""
+    ids, hashes, skipped = [], [], Counter()
     for s in range(n_shards):
         record = json.loads((out / "ids" / f"{s:05d}.json").read_text())
         ids += record["ids"]
         hashes += record["hashes"]
         skipped.update(record["skipped"])
-        for kind in KINDS:
-            m = np.load(out / kind / f"{s:05d}.npy")
-            if len(m):
-                mats[kind].append(m)
-    stack = {k: np.concatenate(v).astype(np.float32) if v else np.zeros((0, 1), np.float32) for k, v in mats.items()}
-    return ids, hashes, dict(skipped), stack["clip"], stack["dino"]
+    clip, dino = (ShardedRows([out / kind / f"{s:05d}.npy" for s in range(n_shards)]) for kind in KINDS)
+    return ids, hashes, dict(skipped), clip, dino

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from .outputs import (write_benchmark_skeleton, write_contact_sheet, write_dupli
                       write_pairs, write_review, write_summary)
 from .search import blind_pairs, cap_per_image, clip_candidates, is_copy, thumbnail
 from .settings import check_settings
-from .sources import SourceError, list_images
+from .sources import SourceError, list_images, without_unwritable_names
 
 
 def search_on_every_rank(folder: Path, clip, k: int, threshold: float, index: dict, ran: dict):
@@ -36,9 +38,10 @@ def search_on_every_rank(folder: Path, clip, k: int, threshold: float, index: di
 def set_aside_copies(pairs, c, d, ids, by_id, max_diff: float | None, limit: int):
     """The blind pairs without resized or re-encoded copies (`search.is_copy` on the images as decoded for the
     encoders), and the copies as `(i, j, largest cell difference)`. Pairs are checked in order until `limit` are kept
-    (a loop over images read again, each once: bounded by `max_pairs`, not by the collection)."""
+    (a loop over images read again, each once: bounded by `max_pairs`, not by the collection). Also returns how many
+    pairs were checked: copies among the pairs after them are not looked for."""
     if max_diff is None:
-        return pairs, c, d, []
+        return pairs, c, d, [], 0
     from ..data.images import decode_image
 
     thumbs, keep, near = {}, [], []
@@ -51,16 +54,18 @@ def set_aside_copies(pairs, c, d, ids, by_id, max_diff: float | None, limit: int
                 thumbs[i] = None
         return thumbs[i]
 
+    checked = 0
     for n, (a, b) in enumerate(pairs.tolist()):
         if len(keep) >= limit:
             break
+        checked += 1
         ta, tb = thumb(a), thumb(b)
         if ta is not None and tb is not None and is_copy(ta, tb, max_diff):
             near.append((a, b, round(float(abs(ta - tb).max()), 4)))
         else:
             keep.append(n)
     keep = np.asarray(keep, dtype=np.int64)
-    return pairs[keep], c[keep], d[keep], near
+    return pairs[keep], c[keep], d[keep], near, checked
 
 
 def mine(cfg) -> dict | None:
@@ -73,7 +78,10 @@ def mine(cfg) -> dict | None:
     if spec == "synthetic":
         spec = str(synthetic_benchmark_root(cfg.paths.data_dir, pairs_per_pattern=cfg.synthetic.pairs_per_pattern)
                    / "MMVP Images")
-    refs = list_images(spec, cfg.get("image_root"))
+    refs, unwritable = without_unwritable_names(list_images(spec, cfg.get("image_root")))
+    if unwritable:
+        print(f"mine: {len(unwritable)} images skipped: their file names are not UTF-8 (the first: "
+              f"{os.fsencode(unwritable[0].id)!r})", file=sys.stderr)
     if not refs:
         raise SourceError(f"images: no images found in {cfg.images}")
     timing["list_s"] = time.perf_counter() - t0
@@ -85,6 +93,8 @@ def mine(cfg) -> dict | None:
                     OmegaConf.to_container(cfg.trainer, resolve=True))
     timing["embed_s"] = time.perf_counter() - t0
     ids, hashes, skipped, clip, dino = load_shards(out / "embeddings", ran["shards"])
+    if unwritable:
+        skipped = {**skipped, "name_not_utf8": len(unwritable)}
     t0 = time.perf_counter()
     index = OmegaConf.to_container(cfg.index, resolve=True)
     candidates = search_on_every_rank(out / "search", clip, cfg.k, cfg.clip_threshold, index, ran)
@@ -94,8 +104,8 @@ def mine(cfg) -> dict | None:
                               candidates=candidates)
     by_id = {r.id: r for r in refs}
     searched = len(pairs)
-    pairs, c, d, near = set_aside_copies(pairs, c, d, ids, by_id, cfg.near_duplicate_max_diff, cfg.max_pairs)
-    found = searched - len(near)   # copies are looked for until max_pairs pairs are kept
+    pairs, c, d, near, checked = set_aside_copies(pairs, c, d, ids, by_id, cfg.near_duplicate_max_diff, cfg.max_pairs)
+    found = searched - len(near)   # copies are looked for until max_pairs pairs are kept: `copies_checked` says how far
     pairs, c, d = pairs[:cfg.max_pairs], c[:cfg.max_pairs], d[:cfg.max_pairs]
     shown = cap_per_image(pairs, cfg.review.max_pairs_per_image)   # review, contact sheet and benchmark
     timing["search_s"] = time.perf_counter() - t0
@@ -109,16 +119,19 @@ def mine(cfg) -> dict | None:
     benchmark = write_benchmark_skeleton(out, by_id, ids, pairs[shown], cfg.benchmark_pairs)
     timing["write_s"] = time.perf_counter() - t0
     summary = {"images": str(cfg.images), "image_list": spec, "image_root": cfg.get("image_root"), "encoders": encoders,
-               "images_seen": len(refs), "embedded": len(ids),
+               "images_seen": len(refs) + len(unwritable), "embedded": len(ids),
                "skipped": skipped, "shards": ran["shards"], "shards_computed": ran["pending"],
                "shards_recomputed": ran.get("recomputed", {}),
                "clip_threshold": cfg.clip_threshold, "dino_threshold": cfg.dino_threshold, "k": cfg.k, "search_ranks": ran["world"],
                "pairs_found": found, "pairs_written": len(pairs), "duplicate_groups": len(duplicates),
                "duplicate_images": sum(len(g) for g in duplicates), "near_duplicate_pairs": len(near),
+               "copies_checked": checked,
                "review_pairs": reviewed, "max_pairs_per_image": cfg.review.max_pairs_per_image,
                "benchmark": {"folder": str(out / "benchmark"), **benchmark}, "timing": timing}
     write_summary(out, summary)
-    print(f"mine: {len(ids)} images embedded ({sum(skipped.values())} skipped), {found} CLIP-blind pairs, "
+    partly = checked < searched and cfg.near_duplicate_max_diff is not None
+    unchecked = f" (copies looked for among the first {checked})" if partly else ""
+    print(f"mine: {len(ids)} images embedded ({sum(skipped.values())} skipped), {found} CLIP-blind pairs{unchecked}, "
           f"{len(duplicates)} groups of identical files, {len(near)} near-duplicate pairs set aside; "
           f"{out}/pairs.csv, review.html, benchmark/")
     return summary

@@ -4,30 +4,48 @@ exact cosine. `brute_force_pairs` is the definition the search must reproduce on
 
 from __future__ import annotations
 
-import math
+import logging
 
 import numpy as np
 
+from .settings import choose_index
 
-def build_index(vectors: np.ndarray, flat_max: int = 1_000_000, nlist: int | None = None, nprobe: int = 32,
-                pq_m: int | None = None, seed: int = 0):
+log = logging.getLogger(__name__)
+
+
+def build_index(vectors, flat_max: int = 1_000_000, nlist: int | None = None, nprobe: int = 32,
+                pq_m: int | None = None, seed: int = 0, max_memory_gib: float | None = None):
+    """A FAISS inner-product index of `vectors` (an array, or `ShardedRows` read block by block: the index holds the
+    vectors, or their PQ codes; nothing else is held whole)."""
     import faiss
 
     n, d = vectors.shape
-    if n <= flat_max:
+    nlist, pq_m, why = choose_index(n, d, flat_max, nlist, pq_m, max_memory_gib)
+    if why:
+        log.warning("index: %s", why)
+    if nlist is None:
         index = faiss.IndexFlatIP(d)
     else:
-        nlist = nlist or int(4 * math.sqrt(n))
         quantizer = faiss.IndexFlatIP(d)
         index = (faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT) if pq_m
                  else faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT))
-        sample = vectors[np.random.default_rng(seed).choice(n, min(n, 256 * nlist), replace=False)]
-        index.train(sample)
+        sample = np.sort(np.random.default_rng(seed).choice(n, min(n, 256 * nlist), replace=False))
+        index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))   # trained on a sample, not on all
         index.nprobe = min(nprobe, nlist)
     if faiss.get_num_gpus() > 0:
         index = faiss.index_cpu_to_all_gpus(index)
-    index.add(vectors)
+    for _, block in blocks(vectors):
+        index.add(np.ascontiguousarray(block, dtype=np.float32))
     return index
+
+
+def blocks(vectors, size: int = 262_144):
+    """`(first row, rows)` of `vectors` in order: an array in slices, `ShardedRows` shard by shard."""
+    if hasattr(vectors, "blocks"):
+        yield from vectors.blocks()
+        return
+    for start in range(0, len(vectors), size):
+        yield start, vectors[start:start + size]
 
 
 def query_rows(n: int, rank: int, world: int) -> range:
@@ -48,14 +66,15 @@ def clip_candidates(clip: np.ndarray, k: int, threshold: float, chunk: int = 655
     rows_of_rank = query_rows(n, rank, world)
     found = [np.zeros((0, 2), dtype=np.int64)]
     for start in range(rows_of_rank.start, rows_of_rank.stop, chunk):
-        _, neighbours = index.search(clip[start:min(start + chunk, rows_of_rank.stop)], min(k + 1, n))
+        _, neighbours = index.search(np.ascontiguousarray(clip[start:min(start + chunk, rows_of_rank.stop)]),
+                                     min(k + 1, n))
         rows = np.repeat(np.arange(start, start + len(neighbours)), neighbours.shape[1])
         cols = neighbours.reshape(-1)
         keep = (cols >= 0) & (cols != rows)
-        found.append(np.stack([np.minimum(rows[keep], cols[keep]), np.maximum(rows[keep], cols[keep])], axis=1))
-    pairs = np.unique(np.concatenate(found), axis=0)
-    exact = cosine(clip, pairs)
-    return pairs[exact > threshold]
+        pairs = np.unique(np.stack([np.minimum(rows[keep], cols[keep]), np.maximum(rows[keep], cols[keep])], axis=1),
+                          axis=0)
+        found.append(pairs[cosine(clip, pairs) > threshold])   # per chunk: memory holds near pairs, not n x k
+    return np.unique(np.concatenate(found), axis=0)
 
 
 def cosine(vectors: np.ndarray, pairs: np.ndarray, chunk: int = 1_000_000) -> np.ndarray:

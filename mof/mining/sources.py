@@ -68,6 +68,19 @@ def list_images(spec: str, image_root: str | None = None) -> list[ImageRef]:
     raise SourceError(f"images: {spec}: expected a folder, a .txt of paths, a LLaVA .json/.jsonl or a .tar shard")
 
 
+def without_unwritable_names(refs: list[ImageRef]) -> tuple[list[ImageRef], list[ImageRef]]:
+    """`(kept, set aside)`: an image whose name is not valid UTF-8 (a file system hands it over with escaped bytes)
+    cannot be written into pairs.csv or review.html, so it is skipped and counted before anything is embedded."""
+    kept, aside = [], []
+    for ref in refs:
+        try:
+            ref.id.encode("utf-8")
+            kept.append(ref)
+        except UnicodeEncodeError:
+            aside.append(ref)
+    return kept, aside
+
+
 def _resolve(p: str, root) -> Path:
     return Path(p) if Path(p).is_absolute() else Path(root) / p
 
@@ -82,9 +95,16 @@ def _text(path: Path, encoding: str = "utf-8") -> str:
 def _tar_images(tar_path: Path) -> list[ImageRef]:
     try:
         with tarfile.open(tar_path) as tar:
-            members = [m for m in tar if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES]
+            every = list(tar)
+        with open(tar_path, "rb") as f:   # tarfile stops quietly at a cut header: the archive's end says it is whole
+            f.seek(every[-1].offset_data + -(-every[-1].size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE if every else 0)
+            end = f.read(2 * tarfile.BLOCKSIZE)
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise SourceError(f"{tar_path}: not a readable tar shard ({type(e).__name__}: {e})") from None
+        raise SourceError(f"{tar_path}: not a readable tar shard ({type(e).__name__}: {' '.join(str(e).split())})") from None
+    if end != bytes(2 * tarfile.BLOCKSIZE):
+        raise SourceError(f"{tar_path}: cut short or damaged after member {every[-1].name if every else '(none)'!r} "
+                          f"({len(every)} members read); expected a whole tar shard (copy it again)")
+    members = [m for m in every if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES]
     counts = Counter(m.name for m in members)
     repeated = [name for name, n in counts.items() if n > 1]
     if repeated:  # an image's id is shard/name: two members of one name would share it

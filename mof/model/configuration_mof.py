@@ -12,7 +12,7 @@ from .fusion import parse_fusion
 from .loss import LOSS_IMPLEMENTATIONS
 from .projectors import PROJECTORS
 from .vision_encoders import EncoderSpec
-from ..errors import unknown
+from ..errors import ConfigError, unknown
 
 # Flat keys of configs saved before the fusion became a section, and their option names.
 _LEGACY_FUSION_KEYS = {"alpha": "alpha", "mix_weights": "mix_weights", "mix_after_projector": "after_projector",
@@ -31,7 +31,7 @@ class MofConfig(PreTrainedConfig):
             `load_pretrained_components`, never by `__init__`).
         fusion: the fusion section `{"type": name, **options}` (see `mof.model.fusion.FUSIONS`), or a
             fusion name alone for its default options.
-        projector_type: the adapters' kind (see `mof.model.projectors.PROJECTORS`).
+        projector_type: the projectors' kind (see `mof.model.projectors.PROJECTORS`).
         image_token_id: the placeholder token id; each image takes `num_visual_tokens` of them.
         loss_implementation: `full` (logits of every position), `chunked` (the same loss `loss_chunk_size`
             positions at a time, never holding all logits) or `liger` (Liger's fused kernel, GPU); see `loss.py`.
@@ -55,7 +55,7 @@ class MofConfig(PreTrainedConfig):
         legacy = {new: kwargs.pop(old) for old, new in _LEGACY_FUSION_KEYS.items() if old in kwargs}
         super().__post_init__(**kwargs)
         if not self.vision_encoders:
-            raise ValueError("MofConfig.vision_encoders: expected at least one encoder spec, got none")
+            raise ConfigError("MofConfig.vision_encoders: expected at least one encoder spec, got none")
         self.vision_encoders = [
             EncoderSpec.from_dict(e).to_dict() if isinstance(e, dict) else e.to_dict() for e in self.vision_encoders
         ]
@@ -94,15 +94,15 @@ class MofConfig(PreTrainedConfig):
     # ----------------------------------------------------------------- validation
     def validate(self) -> None:
         if self.projector_type not in PROJECTORS:
-            raise ValueError(unknown("MofConfig.projector_type", "projector", self.projector_type, PROJECTORS))
+            raise ConfigError(unknown("MofConfig.projector_type", "projector", self.projector_type, PROJECTORS))
         self.fusion_class.check(self.encoder_specs, self.fusion_options)
         if self.loss_implementation not in LOSS_IMPLEMENTATIONS:
-            raise ValueError(f"MofConfig.loss_implementation: expected one of {', '.join(LOSS_IMPLEMENTATIONS)}, "
+            raise ConfigError(f"MofConfig.loss_implementation: expected one of {', '.join(LOSS_IMPLEMENTATIONS)}, "
                              f"got {self.loss_implementation!r}")
         if self.loss_chunk_size < 1:
-            raise ValueError(f"MofConfig.loss_chunk_size: expected a positive number of positions, got {self.loss_chunk_size}")
+            raise ConfigError(f"MofConfig.loss_chunk_size: expected a positive number of positions, got {self.loss_chunk_size}")
         if self.image_token_id < 0:
-            raise ValueError(f"MofConfig.image_token_id: expected a non-negative id, got {self.image_token_id}")
+            raise ConfigError(f"MofConfig.image_token_id: expected a non-negative id, got {self.image_token_id}")
 
     def to_dict(self):
         output = super().to_dict()

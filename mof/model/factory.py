@@ -1,7 +1,7 @@
 """A model from a `MofConfig`: random weights (seeded), then the pretrained weights the config names.
 
-Callers put it in its stage afterwards (`stages.apply_stage`); a run that starts from a previous run's adapters
-copies them in first (`mof.checkpoints.rebuild.load_adapters`), since freezing and LoRA wrapping rename nothing
+Callers put it in its stage afterwards (`stages.apply_stage`); a run that starts from a previous run's projectors
+copies them in first (`mof.checkpoints.rebuild.load_projectors`), since freezing and LoRA wrapping rename nothing
 they read.
 """
 

@@ -24,14 +24,14 @@ def sample_lengths(input_ids: torch.Tensor, attention_mask: torch.Tensor | None 
 
 
 def training_flops(model, lengths: list[int], images: int) -> float:
-    """6 N per token for the LLM and adapters (forward and backward) plus causal attention's 12 L h s per token of
+    """6 N per token for the LLM and projectors (forward and backward) plus causal attention's 12 L h s per token of
     a sample of s tokens, and 2 N per visual token for the frozen encoders' forward."""
     m = getattr(model, "model", model)
     cfg = model.config.text_config
     n_llm = sum(p.numel() for p in m.language_model.parameters()) + sum(p.numel() for p in model.lm_head.parameters())
-    n_adapter = sum(p.numel() for p in m.fusion.parameters())
+    n_projector = sum(p.numel() for p in m.fusion.parameters())
     llm = sum(6 * n_llm * s + 12 * cfg.num_hidden_layers * cfg.hidden_size * s * s for s in lengths)
-    adapters = 6 * n_adapter * images * model.config.encoder_specs[0].num_tokens
+    projectors = 6 * n_projector * images * model.config.encoder_specs[0].num_tokens
     vision = sum(2 * sum(p.numel() for p in enc.parameters()) * (enc.spec.num_tokens + enc.num_prefix_tokens) * images
                  for enc in m.vision_encoders)
-    return float(llm + adapters + vision)
+    return float(llm + projectors + vision)

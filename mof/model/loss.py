@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+
 IGNORE_INDEX = -100
 LOSS_IMPLEMENTATIONS = ("full", "chunked", "liger")
 
@@ -36,7 +38,7 @@ def causal_lm_loss(hidden_or_logits: torch.Tensor, weight: torch.Tensor | None, 
         return ChunkedLinearCrossEntropy.apply(hidden, weight, targets, chunk_size) / count
     if implementation == "liger":
         return _liger_sum(hidden, weight, targets) / count
-    raise ValueError(f"loss_implementation: expected one of {LOSS_IMPLEMENTATIONS}, got {implementation!r}")
+    raise ConfigError(f"loss_implementation: expected one of {LOSS_IMPLEMENTATIONS}, got {implementation!r}")
 
 
 class ChunkedLinearCrossEntropy(torch.autograd.Function):

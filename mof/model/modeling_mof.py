@@ -63,7 +63,7 @@ class MofModel(MofPreTrainedModel):
         return self.fusion(features)
 
     def _vision_anchor(self, reference: torch.Tensor) -> torch.Tensor:
-        """A zero that depends on every trainable adapter and encoder weight, so that a batch without
+        """A zero that depends on every trainable projector and encoder weight, so that a batch without
         images still gives them a (zero) gradient and data-parallel ranks stay in step."""
         params = [p for m in (self.fusion, self.vision_encoders) for p in m.parameters() if p.requires_grad]
         return sum((p.sum() for p in params), reference.new_zeros(())) * 0.0
@@ -155,7 +155,7 @@ class MofForConditionalGeneration(MofPreTrainedModel, GenerationMixin):
         weights (a hub id or a local directory).
 
         Building from a config never downloads; this is the one step that reads pretrained weights.
-        Adapters keep their current (new or previously trained) weights.
+        Projectors keep their current (new or previously trained) weights.
         """
         specs = self.config.encoder_specs
         indices = [i for i in (range(len(specs)) if encoders is None else encoders) if specs[i].pretrained]
@@ -178,7 +178,7 @@ class MofForConditionalGeneration(MofPreTrainedModel, GenerationMixin):
     def from_llava(cls, llava, extra_encoders: list[dict] | None = None, fusion: str = "none", **kwargs):
         """Import a `LlavaForConditionalGeneration` (object, hub id or directory) as a CLIP-only MoF
         model; with `extra_encoders` and a fusion (e.g. a DINOv2 encoder and `interleaved`), LLaVA's
-        CLIP adapter is kept and the new encoders' adapters start fresh."""
+        CLIP projector is kept and the new encoders' projectors start fresh."""
         return from_llava(cls, llava, extra_encoders, fusion, **kwargs)
 
     # ------------------------------------------------------------------ forward

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ConfigError
 from .configuration_mof import MofConfig
 
 # Architectures of the paper's checkpoints, so that a paper-size model can be built (random
@@ -31,7 +32,7 @@ def paper_config(fusion: str | dict = "interleaved", llm: str = "lmsys/vicuna-7b
     """CLIP ViT-L/14-336 + DINOv2 ViT-L/14 + Vicuna v1.5, both encoders at `image_size`. `dinov2_interpolation`:
     `dinov2_hub` resizes DINOv2's position embeddings as the paper's code did (torch.hub), `hf` as transformers."""
     if llm not in LLMS:
-        raise ValueError(f"paper_config: unknown llm {llm!r}; known: {sorted(LLMS)}")
+        raise ConfigError(f"paper_config: unknown llm {llm!r}; known: {sorted(LLMS)}")
     encoders = [
         {"type": "clip", "config": CLIP_VIT_L14_336, "image_size": image_size, "pretrained": "openai/clip-vit-large-patch14-336"},
         {"type": "dinov2", "config": DINOV2_LARGE, "image_size": image_size, "pretrained": "facebook/dinov2-large",

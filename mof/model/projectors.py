@@ -1,8 +1,8 @@
-"""Adapters from an encoder's width to the LLM's width: LLaVA's `linear` and `mlp2x_gelu`, prismatic's
+"""Projectors from an encoder's width to the LLM's width: LLaVA's `linear` and `mlp2x_gelu`, prismatic's
 `fused_gelu_mlp` (Linear to 4x the input width, GELU, Linear, GELU, Linear). Adding one is an entry here."""
 
 from torch import nn
-from ..errors import unknown
+from ..errors import ConfigError, unknown
 
 
 def _linear(i: int, o: int) -> nn.Module:
@@ -22,5 +22,5 @@ PROJECTORS = {"linear": _linear, "mlp2x_gelu": _mlp2x_gelu, "fused_gelu_mlp": _f
 
 def build_projector(kind: str, in_features: int, out_features: int) -> nn.Module:
     if kind not in PROJECTORS:
-        raise ValueError(unknown("MofConfig.projector_type", "projector", kind, PROJECTORS))
+        raise ConfigError(unknown("MofConfig.projector_type", "projector", kind, PROJECTORS))
     return PROJECTORS[kind](in_features, out_features)

@@ -16,12 +16,12 @@ import math
 
 import torch
 
-from ..errors import MofError
+from ..errors import ConfigError, unknown
 
 ATTENTIONS = ("sdpa", "eager", "flex_attention", "flash_attention_2")
 
 
-class SpeedOptionError(MofError, ValueError):
+class SpeedOptionError(ConfigError):
     """A speed option this machine or installation cannot run; the message names the key."""
 
 
@@ -52,6 +52,10 @@ def check_speed_options(attention: str = "sdpa", liger_kernels: bool = False, co
     if compile_layers is not None and not isinstance(compile_layers, str):
         raise SpeedOptionError(f"speed.compile_layers: expected null or a torch.compile backend name (inductor), "
                                f"got {compile_layers!r}")
+    backends = [b for b in torch.compiler.list_backends(exclude_tags=()) if "TESTING" not in b]   # debug ones too:
+    # aot_eager compiles graphs on CPU without a C compiler
+    if compile_layers is not None and compile_layers not in backends:
+        raise SpeedOptionError(unknown("speed.compile_layers", "torch.compile backend", compile_layers, backends))
     fraction = gradient_checkpointing
     if isinstance(fraction, bool) or fraction is None:
         return
@@ -63,8 +67,9 @@ def check_speed_options(attention: str = "sdpa", liger_kernels: bool = False, co
 def apply_speed(model, attention: str = "sdpa", liger_kernels: bool = False, compile_layers: str | None = None,
                 gradient_checkpointing: bool | float = False) -> dict:
     """The options applied to a built model (before it is wrapped for a stage); returns what was applied."""
-    model.model.language_model.set_attn_implementation(attention)
-    model.config.text_config._attn_implementation = attention
+    if model.config.text_config._attn_implementation != attention:   # the LLM as built already uses it otherwise
+        model.model.language_model.set_attn_implementation(attention)
+        model.config.text_config._attn_implementation = attention
     checkpointed = checkpoint_layers(model, gradient_checkpointing)
     if liger_kernels:
         from liger_kernel.transformers import _apply_liger_kernel_to_instance

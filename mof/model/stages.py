@@ -6,9 +6,12 @@ A training notion, kept beside the model because evaluation and export rebuild a
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 from torch import nn
+
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +37,11 @@ class StagePlan:
 def apply_stage(model, plan: StagePlan) -> nn.Module:
     """Freeze/unfreeze the parts of a `MofForConditionalGeneration`; for `lora`, wrap it in peft.
 
-    Adapters (the fusion's projectors) are always trained. LoRA goes on the LLM's linear layers
-    only, never the vision towers; the adapters are trained in full and saved with the LoRA weights.
+    The projectors (the fusion's modules) are always trained. LoRA goes on the LLM's linear layers
+    only, never the vision towers; the projectors are trained in full and saved with the LoRA weights.
     """
     if plan.name not in STAGES:
-        raise ValueError(f"stage.name: expected one of {STAGES}, got {plan.name!r}")
+        raise ConfigError(f"stage.name: expected one of {STAGES}, got {plan.name!r}")
     model.requires_grad_(False)
     model.fusion.requires_grad_(True)
     for encoder in model.vision_encoders:
@@ -54,7 +57,9 @@ def apply_stage(model, plan: StagePlan) -> nn.Module:
         config = LoraConfig(
             r=lora.pop("r", 128), lora_alpha=lora.pop("alpha", 256), lora_dropout=lora.pop("dropout", 0.05),
             target_modules=r"model\.language_model\..*\.(" + "|".join(targets) + ")", modules_to_save=["fusion"], **lora)
-        model = get_peft_model(model, config)
+        with warnings.catch_warnings():   # peft reads transformers 5's deprecated `is_gradient_checkpointing`: not ours to mend
+            warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            model = get_peft_model(model, config)
         if vision_trainable:  # peft freezes everything it does not own
             inner = model.base_model.model
             for n, p in inner.vision_encoders.named_parameters():
@@ -68,10 +73,10 @@ def unwrap(model):
 
 
 def parameter_report(model) -> list[tuple[str, int, int]]:
-    """`(part, parameters, trainable)` for each encoder, the adapters, the LLM and LoRA."""
+    """`(part, parameters, trainable)` for each encoder, the projectors, the LLM and LoRA."""
     inner = unwrap(model)
     parts = {f"vision[{i}] {enc.spec.type}": enc for i, enc in enumerate(inner.vision_encoders)}
-    parts["adapters"] = inner.fusion
+    parts["projectors"] = inner.fusion
     parts["llm"] = (inner.language_model, inner.lm_head)
     rows = []
     for name, modules in parts.items():

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
-from ..errors import MofError, unknown
+from ..errors import ConfigError, MofError, unknown
 from .weights import refused_pickles
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -75,13 +75,13 @@ def family_of_hub_model(model_type: str) -> EncoderFamily:
     """The family whose hub folders hold a full model of `model_type` (mining loads those); unknown: the known."""
     known = {f.hub_model_type: f for f in ENCODER_FAMILIES.values() if f.hub_model_type}
     if model_type not in known:
-        raise ValueError(unknown("encoders", "model family", model_type, known))
+        raise ConfigError(unknown("encoders", "model family", model_type, known))
     return known[model_type]
 
 
 def get_family(name: str) -> EncoderFamily:
     if name not in ENCODER_FAMILIES:
-        raise ValueError(unknown("vision encoder", "type", name, sorted(ENCODER_FAMILIES)))
+        raise ConfigError(unknown("vision encoder", "type", name, sorted(ENCODER_FAMILIES)))
     return ENCODER_FAMILIES[name]
 
 
@@ -104,15 +104,15 @@ class EncoderSpec:
     def __post_init__(self):
         family = get_family(self.type)
         if self.position_interpolation not in ("hf", "dinov2_hub"):
-            raise ValueError(f"vision encoder {self.type!r}: position_interpolation must be 'hf' or 'dinov2_hub', "
+            raise ConfigError(f"vision encoder {self.type!r}: position_interpolation must be 'hf' or 'dinov2_hub', "
                              f"got {self.position_interpolation!r}")
         if self.position_interpolation == "dinov2_hub" and not self.type.startswith("dinov2"):
-            raise ValueError(f"vision encoder {self.type!r}: position_interpolation 'dinov2_hub' is for DINOv2 only")
+            raise ConfigError(f"vision encoder {self.type!r}: position_interpolation 'dinov2_hub' is for DINOv2 only")
         if isinstance(self.config, dict):
             self.config = dict(self.config)
             self.config.setdefault("model_type", family.model_type)
             if self.config["model_type"] != family.model_type:
-                raise ValueError(
+                raise ConfigError(
                     f"vision encoder {self.type!r}: expected a config of model_type {family.model_type!r}, "
                     f"got {self.config['model_type']!r}"
                 )
@@ -127,14 +127,14 @@ class EncoderSpec:
         if self.image_std is None:
             self.image_std = list(family.image_std)
         if self.keep not in ("patch", "all"):
-            raise ValueError(f"vision encoder {self.type!r}: keep must be 'patch' or 'all', got {self.keep!r}")
+            raise ConfigError(f"vision encoder {self.type!r}: keep must be 'patch' or 'all', got {self.keep!r}")
         layers = self.num_hidden_layers
         if not 1 <= self.num_layers_used <= layers:
-            raise ValueError(
+            raise ConfigError(
                 f"vision encoder {self.type!r}: feature_layer={self.feature_layer} is outside a tower of {layers} layers"
             )
         if self.image_size % self.patch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"vision encoder {self.type!r}: image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
             )
 
@@ -142,9 +142,9 @@ class EncoderSpec:
     def from_dict(cls, d: dict) -> "EncoderSpec":
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"vision encoder spec: unknown keys {sorted(unknown)}; expected {sorted(cls.__dataclass_fields__)}")
+            raise ConfigError(f"vision encoder spec: unknown keys {sorted(unknown)}; expected {sorted(cls.__dataclass_fields__)}")
         if "type" not in d or "config" not in d:
-            raise ValueError(f"vision encoder spec: 'type' and 'config' are required, got keys {sorted(d)}")
+            raise ConfigError(f"vision encoder spec: 'type' and 'config' are required, got keys {sorted(d)}")
         return cls(**d)
 
     def to_dict(self) -> dict:

@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import OmegaConf
 
-from ..errors import refuse_finished
+from ..errors import ConfigError, refuse_finished
 from ..model.presets import TINY_PROJECTION_DIM, TINY_VIT
 from .clip import ClipPretraining
 from .dino import DinoPretraining
@@ -33,7 +33,7 @@ def build_module(cfg) -> tuple[pl.LightningModule, str]:
         vision.pop("intermediate_size")
         module = DinoPretraining(vision, **e, **opt, seed=cfg.seed)
     else:
-        raise ValueError(f"encoder.name: expected clip or dino, got {name!r}")
+        raise ConfigError(f"encoder.name: expected clip or dino, got {name!r}")
     return module, name
 
 

@@ -7,6 +7,7 @@ import typing
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
 
 from ..evaluation.benchmarks import BENCHMARKS
@@ -63,7 +64,7 @@ def validate(cfg) -> None:
     _check(isinstance(speed.get("fused_adamw", False), bool), "speed.fused_adamw", "true or false",
            speed.get("fused_adamw"))
     opt = cfg.stage.optimizer
-    for key in ("lr", "adapter_lr", "vision_lr", "llm_lr"):
+    for key in ("lr", "projector_lr", "vision_lr", "llm_lr"):
         if opt.get(key) is not None:
             _number(opt.get(key), f"stage.optimizer.{key}", "a positive number", lambda x: x > 0)
     _number(cfg.stage.scheduler.warmup_ratio, "stage.scheduler.warmup_ratio", "a number in [0, 1)", lambda x: 0 <= x < 1)
@@ -76,8 +77,20 @@ def validate(cfg) -> None:
     _number(cfg.data.num_workers, "data.num_workers", "0 or more", lambda x: x >= 0, integer=True)
     _check(cfg.data.image_mode in ("pad", "crop", "resize"), "data.image_mode", "pad, crop or resize", cfg.data.image_mode)
     if not cfg.data.get("synthetic"):
-        for i, src in enumerate(cfg.data.sources or []):
-            _check(Path(src.path).is_file(), f"data.sources[{i}].path", "an existing JSON/JSONL file", src.path)
+        sources = cfg.data.get("sources")
+        _check(OmegaConf.is_list(sources) and len(sources) > 0, "data.sources",
+               "at least one dataset [{path, image_root, weight}]", sources)
+        for i, src in enumerate(sources):
+            path = src.get("path") if OmegaConf.is_dict(src) else None
+            _check(isinstance(path, str) and Path(path).is_file(), f"data.sources[{i}].path", "an existing JSON/JSONL file",
+                   path)
+            if src.get("weight") is not None:
+                _number(src.weight, f"data.sources[{i}].weight", "a positive number", lambda x: x > 0)
+    devices = cfg.trainer.get("devices")
+    _check(devices is None or devices == "auto" or (OmegaConf.is_list(devices) and len(devices) > 0)
+           or (isinstance(devices, int) and not isinstance(devices, bool) and (devices >= 1 or devices == -1))
+           or (isinstance(devices, str) and devices.strip() not in ("", "0")),
+           "trainer.devices", "auto, -1, a positive number of devices, or a non-empty list of device ids", devices)
     epochs = _number(cfg.trainer.max_epochs, "trainer.max_epochs", "an integer", lambda x: True, integer=True)
     steps = _number(cfg.trainer.max_steps, "trainer.max_steps", "an integer (-1: no limit)", lambda x: True, integer=True)
     _check(epochs > 0 or steps > 0, "trainer.max_epochs", "a positive number (or trainer.max_steps > 0)", epochs)

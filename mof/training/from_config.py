@@ -8,7 +8,7 @@ from dataclasses import asdict
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from ..checkpoints.rebuild import load_adapters
+from ..checkpoints.rebuild import load_projectors
 from ..errors import ConfigError
 from ..model import MofConfig
 from ..model.factory import build_model
@@ -35,13 +35,13 @@ def stage_plan(cfg) -> StagePlan:
 
 
 def build_model_from_cfg(cfg, model_config: MofConfig | None = None):
-    """Built, pretrained weights loaded, a previous run's adapters copied in (`model.projector_from`), staged."""
+    """Built, pretrained weights loaded, a previous run's projectors copied in (`model.projector_from`), staged."""
     m = cfg.model
     model = build_model(model_config or model_config_from(cfg), seed=cfg.seed, load_pretrained=bool(m.get("load_pretrained")),
                         dtype=m.get("dtype"), gradient_checkpointing=m.get("gradient_checkpointing") or False,
                         speed=model_speed(cfg))
     if m.get("projector_from"):
-        load_adapters(model, m.projector_from)
+        load_projectors(model, m.projector_from)
     return apply_stage(model, stage_plan(cfg))
 
 

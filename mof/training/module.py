@@ -25,7 +25,7 @@ class NonFiniteLossError(MofError, FloatingPointError):
 class MofLitModule(pl.LightningModule):
     """Args:
         model: a `MofForConditionalGeneration`, frozen/wrapped for its stage (see `stages.apply_stage`).
-        optimizer: `lr`, `weight_decay`, `betas`, and optional `adapter_lr`, `vision_lr`, `llm_lr`.
+        optimizer: `lr`, `weight_decay`, `betas`, and optional `projector_lr`, `vision_lr`, `llm_lr`.
         scheduler: `warmup_ratio` of the cosine schedule.
         run_info: stored in every checkpoint (model config, seed, ...) so `mof.export` can rebuild the model.
     """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from ..errors import unknown
+from ..errors import ConfigError, unknown
 
 STRATEGIES = ("auto", "ddp", "deepspeed_zero2", "deepspeed_zero3", "deepspeed_zero3_offload")
 
@@ -29,7 +29,7 @@ def deepspeed_config(stage: int, offload: bool, on_gpu: bool) -> dict:
 
 def build_strategy(name: str, accelerator: str):
     if name not in STRATEGIES:
-        raise ValueError(unknown("strategy.name", "strategy", name, STRATEGIES))
+        raise ConfigError(unknown("strategy.name", "strategy", name, STRATEGIES))
     if name == "auto":
         return "auto"
     if name == "ddp":

@@ -8,14 +8,14 @@ from .pope import POPE
 from .synthetic import Synthetic
 from .synthetic_pope import SyntheticPOPE
 from .synthetic_vlm import SyntheticVLM
-from ...errors import unknown
+from ...errors import ConfigError, unknown
 
 BENCHMARKS: dict[str, type[Benchmark]] = {b.name: b for b in (MMVP, Synthetic, MMVPVLM, POPE, SyntheticPOPE, SyntheticVLM)}
 
 
 def get_benchmark(name: str) -> type[Benchmark]:
     if name not in BENCHMARKS:
-        raise ValueError(unknown("benchmark.name", "benchmark", name, BENCHMARKS))
+        raise ConfigError(unknown("benchmark.name", "benchmark", name, BENCHMARKS))
     return BENCHMARKS[name]
 
 

@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from omegaconf import OmegaConf
 from PIL import Image
 
 from ...errors import MofError
+
+SETTINGS = Path(__file__).resolve().parents[2] / "conf" / "benchmark"   # `benchmark=<name>`'s files
 
 
 @dataclass
@@ -31,11 +34,15 @@ class Benchmark:
     kind: ClassVar[str] = "mllm"                 # what it scores: "mllm" (answers) | "encoder" (a CLIP-like model)
     primary_metric: ClassVar[str]
     metric_names: ClassVar[tuple[str, ...]]      # the primary first; what reports, loggers and sweeps read
-    max_new_tokens: ClassVar[int] = 12
 
     def __init__(self, section: dict, data_dir: str | Path | None = None):
-        self.section = dict(section)
+        """`section` over the benchmark's own defaults (its YAML), so a benchmark built without Hydra has the same
+        settings as `evaluate.py benchmark=<name>`; no default is stated in code."""
+        defaults = benchmark_defaults(self.name, data_dir)
+        self.section = {k: {**defaults[k], **v} if isinstance(v, dict) and isinstance(defaults.get(k), dict) else v
+                        for k, v in {**defaults, **dict(section)}.items()}
         self.data_dir = data_dir
+        self.max_new_tokens = self.section.get("max_new_tokens")
 
     def items(self) -> list[Item]:
         raise NotImplementedError
@@ -72,9 +79,35 @@ class BenchmarkFormatError(MofError, ValueError):
     pass
 
 
+def benchmark_defaults(name: str, data_dir: str | Path | None = None) -> dict:
+    """A benchmark's settings as `mof/conf/benchmark/<name>.yaml` states them, its `defaults:` parents first (as
+    Hydra composes them); `${paths.data_dir}` is `data_dir` (a path under it is None without one)."""
+    raw = OmegaConf.to_container(OmegaConf.load(SETTINGS / f"{name}.yaml"), resolve=False)
+    merged = {}
+    for parent in raw.pop("defaults", []):
+        merged.update(benchmark_defaults(parent, data_dir) if parent != "_self_" else {})
+    merged.update(raw)
+
+    def fill(value):
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, str) and "${paths.data_dir}" in value:
+            return value.replace("${paths.data_dir}", str(data_dir)) if data_dir is not None else None
+        return value
+
+    return fill(merged)
+
+
 def json_lines(path: Path, what: str):
-    """`(line number, value)` of each non-empty line of a JSON-lines file; bad JSON names its line."""
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    """`(line number, value)` of each non-empty line of a JSON-lines file; bad JSON or bytes name their line."""
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad = raw[:e.start].count(b"\n") + 1
+        raise BenchmarkFormatError(f"{path}:{bad}: not UTF-8 text (byte {e.start}); "
+                                   f"expected one {what} per line, JSON in UTF-8") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 yield lineno, json.loads(line)

@@ -181,30 +181,36 @@ class MMVP(Benchmark):
 
     def __init__(self, section: dict, data_dir=None):
         super().__init__(section, data_dir)
-        mode = self.section.get("scoring") or "mof"
+        mode = self.section["scoring"]
         if mode not in SCORINGS:
             raise BenchmarkFormatError(f"benchmark.scoring: expected one of {', '.join(SCORINGS)}; got {mode!r}")
-        self.scoring = SCORINGS[mode]
-        self.section["scoring"] = mode
-        if self.scoring.prompt is not None and self.section.get("prompt") is not None:
+        self.scoring_name, self.scoring = mode, SCORINGS[mode]
+        own_prompt = self.scoring.prompt is not None
+        if own_prompt and self.section.get("prompt") is not None:
             raise BenchmarkFormatError(f"benchmark.prompt: scoring={mode} asks with its own prompt; leave "
                                        f"benchmark.prompt unset (it is for scoring=mof), got {self.section['prompt']!r}")
-        if self.section.get("corrections") is None:
-            self.section["corrections"] = self.scoring.corrections
+        # the settings in force, resolved once: the section's, else the scoring mode's
+        self.prompt_name = mode if own_prompt else (self.section.get("prompt") or "llava15")
+        self.corrections = self.section.get("corrections")
+        if self.corrections is None:
+            self.corrections = self.scoring.corrections
         self.max_new_tokens = self.section.get("max_new_tokens") or self.scoring.max_new_tokens
 
     def root(self) -> Path:
+        if not self.section.get("root"):
+            raise BenchmarkFormatError(f"benchmark.root: expected the {self.name} folder (Questions.csv and its "
+                                       "images); none given and no data_dir to find it under")
         return Path(self.section["root"])
 
     def questions(self) -> tuple[list[Question], dict]:
-        questions, applied = load_mmvp(self.root(), self.section.get("corrections"))
+        questions, applied = load_mmvp(self.root(), self.corrections)
         patterns = self.section.get("patterns")
         return with_patterns(questions, read_pattern_map(patterns) if patterns else None, patterns or self.root()), applied
 
     def prompt(self, question: str, options: str) -> str:
         if self.scoring.prompt is not None:
             return self.scoring.prompt(question, options)
-        return format_mcq_prompt(question, options, instruction(self.section.get("prompt") or "llava15"))
+        return format_mcq_prompt(question, options, instruction(self.prompt_name))
 
     def items(self) -> list[Item]:
         questions, self._applied = self.questions()
@@ -222,9 +228,8 @@ class MMVP(Benchmark):
 
     def describe(self) -> dict:
         applied = getattr(self, "_applied", {})
-        return {"root": str(self.section.get("root")), "scoring": self.section["scoring"],
-                "prompt": self.section.get("prompt") or ("llava15" if self.scoring.prompt is None else self.section["scoring"]),
-                "corrections": self.section.get("corrections") or "none",
+        return {"root": str(self.section.get("root")), "scoring": self.scoring_name, "prompt": self.prompt_name,
+                "corrections": self.corrections or "none",
                 "corrections_applied": {str(k): v for k, v in applied.items()}}
 
     def complete(self, predictions: list[dict], source: Path) -> list[dict]:
@@ -258,5 +263,5 @@ class MMVP(Benchmark):
             answers[p["index"]] = f"({letter})"
             pattern = patterns.get(p["index"]) or p.get("pattern") or (q.pattern if q else None)
             rows.append({**p, "options": options, "pattern": canonical_pattern(pattern) if pattern else None})
-        self._applied = apply_corrections(answers, self.section.get("corrections"))
+        self._applied = apply_corrections(answers, self.corrections)
         return [{**p, "answer": answers[p["index"]]} for p in rows]

@@ -177,4 +177,4 @@ class MMVPVLM(Benchmark):
         if not checkpoint:
             raise BenchmarkFormatError(f"checkpoint: a CLIP-like model (hub id or directory) is required for {self.name}")
         return evaluate_vlm(checkpoint, self.vlm_root(), out_dir, device, self.name,
-                            self.section.get("preprocess") or "hf", self.section.get("ties") or "none")
+                            self.section["preprocess"], self.section["ties"])

@@ -60,10 +60,11 @@ class POPE(Benchmark):
     name = "pope"
     primary_metric = "f1"
     metric_names = ("f1", "accuracy", "precision", "recall", "yes_ratio")
-    max_new_tokens = 8
 
     def splits(self) -> list[str]:
-        splits = list(self.section.get("splits") or SPLITS)
+        splits = self.section["splits"]
+        if not isinstance(splits, list) or not splits:
+            raise BenchmarkFormatError(f"benchmark.splits: expected some of {', '.join(SPLITS)}, got {splits!r}")
         unknown = [s for s in splits if s not in SPLITS]
         if unknown:
             raise BenchmarkFormatError(f"benchmark.splits: unknown {unknown}; expected some of {', '.join(SPLITS)}")
@@ -71,7 +72,7 @@ class POPE(Benchmark):
 
     def items(self) -> list[Item]:
         root, image_root = Path(self.section["root"]), Path(self.section.get("image_root") or self.section["root"])
-        prompt = self.section.get("prompt", "llava15")
+        prompt = self.section["prompt"]
         suffix = instruction(prompt, "short_answer")
         items = []
         for split in self.splits():
@@ -129,4 +130,4 @@ class POPE(Benchmark):
 
     def describe(self) -> dict:
         return {"root": str(self.section.get("root")), "image_root": str(self.section.get("image_root")),
-                "splits": self.splits(), "prompt": self.section.get("prompt", "llava15")}
+                "splits": self.splits(), "prompt": self.section["prompt"]}

@@ -58,9 +58,7 @@ class SyntheticPOPE(POPE):
     name = "synthetic_pope"
 
     def __init__(self, section: dict, data_dir=None):
-        section = dict(section)
-        if not section.get("root"):
-            section["root"] = synthetic_pope_root(data_dir, **dict(section.get("synthetic") or {}))
-            section["image_root"] = section["root"] / "images"
-        section.setdefault("splits", ["random"])
         super().__init__(section, data_dir)
+        if not self.section.get("root"):
+            root = synthetic_pope_root(data_dir, **dict(self.section.get("synthetic") or {}))
+            self.section.update(root=root, image_root=root / "images")

@@ -12,7 +12,7 @@ from .concat import ConcatFusion
 from .interleaved import InterleavedFusion
 from .none import FirstEncoderOnly
 from .sva import SpatialVisionAggregator
-from ...errors import unknown
+from ...errors import ConfigError, unknown
 
 FUSIONS: dict[str, type[Fusion]] = {
     "none": FirstEncoderOnly,
@@ -25,7 +25,7 @@ FUSIONS: dict[str, type[Fusion]] = {
 
 def get_fusion(name: str) -> type[Fusion]:
     if name not in FUSIONS:
-        raise ValueError(unknown("MofConfig.fusion", "fusion type", name, FUSIONS))
+        raise ConfigError(unknown("MofConfig.fusion", "fusion type", name, FUSIONS))
     return FUSIONS[name]
 
 
@@ -34,7 +34,7 @@ def parse_fusion(section: dict) -> tuple[type[Fusion], FusionOptions]:
     values = dict(section)
     name = values.pop("type", None)
     if name is None:
-        raise ValueError(f"MofConfig.fusion: expected a 'type' key (one of {', '.join(FUSIONS)}), got {section}")
+        raise ConfigError(f"MofConfig.fusion: expected a 'type' key (one of {', '.join(FUSIONS)}), got {section}")
     cls = get_fusion(name)
     return cls, options_from_dict(cls, name, values)
 

@@ -1,5 +1,5 @@
-"""A-MoF: `sum_i w_i * f_i` of the encoders' patch features before one shared adapter (the paper), or after
-per-encoder adapters (`after_projector`, for encoders of unequal widths)."""
+"""A-MoF: `sum_i w_i * f_i` of the encoders' patch features before one shared projector (the paper), or after
+per-encoder projectors (`after_projector`, for encoders of unequal widths)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ...errors import ConfigError
 from ..projectors import build_projector
 from .base import Fusion, FusionOptions
 from .grids import aligned, check_same_grid
@@ -37,18 +38,18 @@ class AdditiveFusion(Fusion):
     def check(cls, specs, options) -> None:
         super().check(specs, options)
         if not 0.0 <= options.alpha <= 1.0:
-            raise ValueError(f"MofConfig.fusion.alpha: expected a value in [0, 1], got {options.alpha}")
+            raise ConfigError(f"MofConfig.fusion.alpha: expected a value in [0, 1], got {options.alpha}")
         w = weights(options, len(specs))
         if len(w) != len(specs):
-            raise ValueError(f"MofConfig.fusion.mix_weights: expected {len(specs)} weights (one per encoder), got {len(w)}")
+            raise ConfigError(f"MofConfig.fusion.mix_weights: expected {len(specs)} weights (one per encoder), got {len(w)}")
         if not math.isclose(sum(w), 1.0, abs_tol=1e-6):
-            raise ValueError(f"MofConfig.fusion.mix_weights: expected weights summing to 1, got {w} (sum {sum(w)})")
+            raise ConfigError(f"MofConfig.fusion.mix_weights: expected weights summing to 1, got {w} (sum {sum(w)})")
         widths = [s.hidden_size for s in specs]
         if len(set(widths)) > 1 and not options.after_projector:
-            raise ValueError(
-                f"MofConfig.fusion type 'additive' sums features before one adapter, but the encoders' widths differ "
+            raise ConfigError(
+                f"MofConfig.fusion type 'additive' sums features before one projector, but the encoders' widths differ "
                 f"({dict(zip([s.type for s in specs], widths))}); set fusion.after_projector=true to mix after "
-                "per-encoder adapters"
+                "per-encoder projectors"
             )
         check_same_grid(specs, options.resample)
 

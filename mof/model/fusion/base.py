@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
+from ...errors import ConfigError
 from ..projectors import build_projector
 
 
@@ -21,7 +22,7 @@ class Fusion(nn.Module):
 
     Options: type[FusionOptions] = FusionOptions
     min_encoders = 2
-    keeps_first_adapter = True  # projectors[0] maps the first encoder's features alone (LLaVA's adapter fits it)
+    keeps_first_projector = True  # projectors[0] maps the first encoder's features alone (LLaVA's projector fits it)
 
     def __init__(self, specs: list, llm_width: int, options: FusionOptions, projector_type: str):
         super().__init__()
@@ -30,17 +31,17 @@ class Fusion(nn.Module):
         self.projectors = nn.ModuleList(self.build_projectors(specs, llm_width, projector_type))
 
     def build_projectors(self, specs, llm_width: int, projector_type: str) -> list[nn.Module]:
-        """One adapter per encoder unless a fusion says otherwise."""
+        """One projector per encoder unless a fusion says otherwise."""
         return [build_projector(projector_type, s.hidden_size, llm_width) for s in specs]
 
     @classmethod
     def check(cls, specs: list, options: FusionOptions) -> None:
         """Raise `ValueError` naming the config key when the encoders cannot be fused this way."""
         if len(specs) < cls.min_encoders:
-            raise ValueError(f"MofConfig.fusion: {cls.__name__} mixes encoders: expected at least "
+            raise ConfigError(f"MofConfig.fusion: {cls.__name__} mixes encoders: expected at least "
                              f"{cls.min_encoders} vision_encoders, got {len(specs)}")
         if len(specs) > 1 and any(s.keep != "patch" for s in specs):
-            raise ValueError("MofConfig.vision_encoders[].keep='all' keeps CLS/register tokens and only works with "
+            raise ConfigError("MofConfig.vision_encoders[].keep='all' keeps CLS/register tokens and only works with "
                              "a single encoder (fusion type 'none')")
 
     @classmethod
@@ -56,6 +57,6 @@ def options_from_dict(cls: type[Fusion], name: str, values: dict) -> FusionOptio
     known = {f.name for f in fields(cls.Options)}
     unknown = set(values) - known
     if unknown:
-        raise ValueError(f"MofConfig.fusion: fusion {name!r} has no option(s) {sorted(unknown)}; "
+        raise ConfigError(f"MofConfig.fusion: fusion {name!r} has no option(s) {sorted(unknown)}; "
                          f"its options are {sorted(known) or 'none'}")
     return cls.Options(**values)

@@ -1,4 +1,4 @@
-"""Channel concatenation of the encoders' patch features, one adapter (prismatic-vlms' DINOv2 + SigLIP fusion)."""
+"""Channel concatenation of the encoders' patch features, one projector (prismatic-vlms' DINOv2 + SigLIP fusion)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class ConcatOptions(FusionOptions):
 
 class ConcatFusion(Fusion):
     Options = ConcatOptions
-    keeps_first_adapter = False
+    keeps_first_projector = False
 
     def build_projectors(self, specs, llm_width, projector_type):
         return [build_projector(projector_type, sum(s.hidden_size for s in specs), llm_width)]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ...errors import ConfigError
+
 
 def check_same_grid(specs: list, resample: bool) -> None:
     grids = [s.grid for s in specs]
     if len(set(grids)) > 1 and not resample:
         names = ", ".join(f"{s.type} {g[0]}x{g[1]} (image {s.image_size}px / patch {s.patch_size})" for s, g in zip(specs, grids))
-        raise ValueError(
+        raise ConfigError(
             f"MofConfig: the encoders' patch grids differ ({names}); choose image sizes that give the same grid "
             "or set fusion.resample=true to resize every grid to the first encoder's"
         )

@@ -1,4 +1,4 @@
-"""I-MoF: one adapter per encoder, then the token streams alternate patch by patch: c1, d1, c2, d2, ..."""
+"""I-MoF: one projector per encoder, then the token streams alternate patch by patch: c1, d1, c2, d2, ..."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`none`: the first encoder only, through one adapter (the LLaVA baseline)."""
+"""`none`: the first encoder only, through one projector (the LLaVA baseline)."""
 
 from __future__ import annotations
 

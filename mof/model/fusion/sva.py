@@ -3,7 +3,7 @@
 
 Learnable queries on an S x S grid; query (i, j) cross-attends only to window (i, j) of every encoder's
 patch map (an encoder with a G x G grid contributes a (G/S) x (G/S) window), so encoders of different
-grids mix without resampling. `layers` rounds of attention + MLP, then one adapter to the LLM's width.
+grids mix without resampling. `layers` rounds of attention + MLP, then one projector to the LLM's width.
 
 Not Cambrian's SVA: a round here is `q + attn + MLP(LN(q + attn))` (Cambrian's `VisionCrossAttentionLayer`:
 `q + MLP(LN(q' + attn))` with `q'` the queries joined to a projected global context), and it has none of
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import ConfigError
 from ..projectors import build_projector
 from .base import Fusion, FusionOptions
 
@@ -61,7 +62,7 @@ class SvaLayer(nn.Module):
 class SpatialVisionAggregator(Fusion):
     Options = SvaOptions
     min_encoders = 1
-    keeps_first_adapter = False
+    keeps_first_projector = False
 
     def __init__(self, specs, llm_width, options, projector_type):
         super().__init__(specs, llm_width, options, projector_type)
@@ -84,15 +85,15 @@ class SpatialVisionAggregator(Fusion):
         super().check(specs, options)
         s = options.grid
         if s < 1 or options.layers < 1:
-            raise ValueError(f"MofConfig.fusion: sva needs grid >= 1 and layers >= 1, got grid={s}, layers={options.layers}")
+            raise ConfigError(f"MofConfig.fusion: sva needs grid >= 1 and layers >= 1, got grid={s}, layers={options.layers}")
         for spec in specs:
             rows, cols = spec.grid
             if rows % s or cols % s:
-                raise ValueError(f"MofConfig.fusion.grid: {s} does not divide encoder {spec.type}'s {rows}x{cols} patch grid; "
+                raise ConfigError(f"MofConfig.fusion.grid: {s} does not divide encoder {spec.type}'s {rows}x{cols} patch grid; "
                                  f"choose a grid that divides every encoder's grid")
         hidden = _hidden(specs, options)
         if hidden % options.num_heads:
-            raise ValueError(f"MofConfig.fusion.num_heads: {options.num_heads} does not divide hidden_size {hidden}")
+            raise ConfigError(f"MofConfig.fusion.num_heads: {options.num_heads} does not divide hidden_size {hidden}")
 
     @classmethod
     def num_tokens(cls, specs, options) -> int:

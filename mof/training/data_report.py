@@ -1,6 +1,6 @@
 """Scan a dataset with the exact code path of training and report what it would train on.
 
-    python -m mof.training.data_check data=llava_instruct paths.data_dir=/data [stage=...] [model=...]
+    python -m mof.training.data_report data=llava_instruct paths.data_dir=/data [stage=...] [model=...]
 
 Writes `report.json` (total, valid, skipped by reason, fully_masked, truncated, token-length
 percentiles) to the run directory and prints one sample with its supervised tokens marked [[...]].
