@@ -165,6 +165,9 @@ def test_shards_are_read_as_one_memory_mapped_matrix(tmp_path):
     assert np.array_equal(rows[picked], whole[picked]) and rows[picked].dtype == np.float32
     assert np.array_equal(rows[2:6], whole[2:6]) and np.array_equal(rows[5], whole[5]) and np.array_equal(rows, whole)
     assert [(start, len(b)) for start, b in rows.blocks()] == [(0, 3), (3, 5), (8, 2)]
+    for outside in ([10], [-1]):   # never wrapped around nor left unfilled
+        with pytest.raises(IndexError):
+            rows[np.asarray(outside)]
 
 
 @pytest.mark.slow

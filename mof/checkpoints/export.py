@@ -63,10 +63,8 @@ def default_export_dir(checkpoint_path: Path, step) -> Path:
 def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
     model, info, path, ckpt = rebuild_from_checkpoint(checkpoint)
     tokenizer = load_tokenizer(str(info.get("tokenizer", "tiny")))
-    config = unwrap(model).config
-    processor = (MofImageProcessor.from_dict(info["image_processor"], f"{path}: image_processor").check_fits(
-        config, f"{path}: image_processor") if isinstance(info.get("image_processor"), dict)
-        else MofImageProcessor.from_model_config(config))
+    processor = MofImageProcessor.for_model(info.get("image_processor"), unwrap(model).config,
+                                            f"{path}: image_processor")
     step = ckpt.get("global_step")
     out = Path(out) if out else default_export_dir(path, step)
     return save_export(model, tokenizer, processor, out, {"global_step": step, "stage": info["stage"].get("name"),

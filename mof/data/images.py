@@ -205,6 +205,14 @@ class MofImageProcessor:
         (Path(directory) / PROCESSOR_FILE).write_text(json.dumps({"processor_class": "MofImageProcessor", **d}, indent=1))
 
     @classmethod
+    def for_model(cls, settings, config, source) -> "MofImageProcessor":
+        """The processor stored with a model (`settings`, from its checkpoint; None: the model's own), checked to be
+        one (`from_dict`) and to fit the model (`check_fits`); `source` names where `settings` came from."""
+        if settings is None:
+            return cls.from_model_config(config)
+        return cls.from_dict(settings, source).check_fits(config, source)
+
+    @classmethod
     def from_pretrained(cls, directory) -> "MofImageProcessor":
         """The processor saved in `directory`; a file that is not one (a folder from elsewhere) is one error naming
         it and what was expected."""

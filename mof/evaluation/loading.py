@@ -47,9 +47,7 @@ def _from_lightning(path: Path) -> Loaded:
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     tokenizer = load_tokenizer(str(info.get("tokenizer", "tiny")))
-    processor = (MofImageProcessor.from_dict(info["image_processor"], f"{path}: image_processor").check_fits(
-        model.config, f"{path}: image_processor") if isinstance(info.get("image_processor"), dict)
-        else MofImageProcessor.from_model_config(model.config))
+    processor = MofImageProcessor.for_model(info.get("image_processor"), model.config, f"{path}: image_processor")
     return Loaded(model, tokenizer, processor, info["stage"].get("template") or "vicuna_v1")
 
 

@@ -205,13 +205,16 @@ class ShardedRows:
         if isinstance(rows, slice):
             rows = np.arange(*rows.indices(len(self)))
         rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"rows {rows.min()}..{rows.max()} of a matrix of {len(self)}")
         out = np.empty((len(rows), self.shape[1]), np.float32)
-        shard = np.searchsorted(self.offsets, rows, side="right") - 1
-        for s in np.unique(shard):
-            at = shard == s
-            local = rows[at] - self.offsets[s]
-            order = np.argsort(local)   # memory maps read fastest in file order
-            out[np.flatnonzero(at)[order]] = self.parts[s][local[order]]
+        order = np.argsort(rows, kind="stable")   # file order: shard by shard, each read front to back
+        ordered = rows[order]
+        bounds = np.searchsorted(ordered, self.offsets)   # where each shard's rows begin among them
+        for s, part in enumerate(self.parts):
+            lo, hi = bounds[s], bounds[s + 1]
+            if lo < hi:
+                out[order[lo:hi]] = part[ordered[lo:hi] - self.offsets[s]]
         return out
 
     def __array__(self, dtype=None, copy=None):
