@@ -41,7 +41,7 @@ def model_state_bytes(total: int, trainable: int, strategy: str, devices: int) -
         gpu, cpu = weights + grads + optim, 0.0
     elif strategy == "deepspeed_zero2":
         gpu, cpu = weights + (grads + optim) / n, 0.0
-    elif strategy == "deepspeed_zero3":
+    elif strategy in ("deepspeed_zero3", "fsdp2"):   # every state sharded
         gpu, cpu = (weights + grads + optim) / n, 0.0
     elif strategy == "deepspeed_zero3_offload":
         gpu, cpu = grads / n, weights + optim  # offloaded states live in each node's CPU memory
@@ -59,7 +59,7 @@ def report(cfg) -> str:
     lines.append(f"{'total':<22}{total:>16,}{trainable:>16,}")
     lines.append("")
     lines.append(f"model states per GPU (stage={cfg.stage.name}, {devices} GPUs, 16-bit weights, AdamW):")
-    for strategy in ("ddp", "deepspeed_zero2", "deepspeed_zero3", "deepspeed_zero3_offload"):
+    for strategy in ("ddp", "deepspeed_zero2", "deepspeed_zero3", "deepspeed_zero3_offload", "fsdp2"):
         mem = model_state_bytes(total, trainable, strategy, devices)
         mark = "  <- strategy" if strategy == cfg.strategy.name or (cfg.strategy.name == "auto" and strategy == "ddp") else ""
         cpu = f", CPU {mem['cpu'] / GiB:7.1f} GiB per node" if mem["cpu"] else ""

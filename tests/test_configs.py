@@ -45,6 +45,9 @@ def test_every_shipped_config_composes_and_instantiates(tmp_path, group, option)
         assert strategy == "auto"
     elif name == "ddp":   # gloo: CPU processes
         assert type(strategy).__name__ == "DDPStrategy" and strategy._process_group_backend == "gloo"
+    elif name == "fsdp2":   # one consolidated checkpoint file (the restricted reader's), gloo
+        assert type(strategy).__name__ == "FSDP2Strategy" and strategy._process_group_backend == "gloo"
+        assert strategy._save_distributed_checkpoint is False and strategy._tensor_parallel_size == 1
     else:                 # the ZeRO stage and offload the name says
         zero = strategy.config["zero_optimization"]
         assert zero["stage"] == (2 if name == "deepspeed_zero2" else 3)

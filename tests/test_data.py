@@ -127,6 +127,27 @@ def test_bad_samples_are_skipped_and_counted(tmp_path, tok):
     assert batch["pixel_values"][0].shape == (1, 3, 64, 64)  # only the sample with an image has pixels
 
 
+def test_a_truncated_image_is_bad_even_when_another_library_lets_pil_load_truncated_files(tmp_path):
+    """lmms-eval's task module sets PIL's module-wide `LOAD_TRUNCATED_IMAGES = True` when imported (found when the
+    tests first shared a process with it: the truncated PNG above decoded, grey where it was cut). mof's decoder
+    still refuses the file, and leaves the switch as it found it."""
+    from PIL import ImageFile
+
+    from mof.data.images import ImageError, decode_image
+
+    make_image(tmp_path / "ok.png")
+    (tmp_path / "truncated.png").write_bytes((tmp_path / "ok.png").read_bytes()[:60])
+    was = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        with pytest.raises(ImageError) as e:
+            decode_image(tmp_path / "truncated.png", "truncated.png")
+        assert e.value.reason == "bad_image" and ImageFile.LOAD_TRUNCATED_IMAGES is True
+        assert decode_image(tmp_path / "ok.png", "ok.png").size == (40, 30)
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = was
+
+
 def test_jsonl_bad_lines_skipped_and_non_json_file_is_a_clear_error(tmp_path):
     good = json.dumps({"id": 1, "conversations": conv(("Q?", "A."), image=False)})
     path = write_dataset(tmp_path, [good, "{not json", good], name="d.jsonl", jsonl=True)

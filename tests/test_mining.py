@@ -5,6 +5,7 @@ evaluate.py runs once its questions are written."""
 import csv
 import io
 import json
+import os
 import re
 import shutil
 import tarfile
@@ -50,6 +51,41 @@ def test_search_finds_exactly_the_brute_force_pairs(index):
     assert set(map(tuple, pairs.tolist())) == expected and len(pairs) == len(expected)
     assert all(a < b for a, b in pairs.tolist()) and np.all(np.diff(c - d) <= 1e-7)  # once each, by gap
     assert np.all(c > 0.95) and np.all(d < 0.6)
+
+
+def test_pairs_streamed_to_disk_in_chunks_and_buckets_are_the_brute_force_pairs_in_order(tmp_path):
+    """mine.py's path: each rank's query chunks written to disk, blind pairs scored a bucket of first images at a
+    time and merged back in order: the brute-force pairs, in the in-memory order (gap, then indices), whatever the
+    chunk, bucket and rank sizes; a stale file of another rank layout is never read."""
+    from mof.mining.search import (blind_files, candidate_files, count_rows, file_keys, in_order, write_blind_pairs,
+                                   write_candidates)
+
+    clip, dino = clustered()
+    expected = brute_force_pairs(clip, dino, 0.95, 0.6)
+    pairs, c, d = blind_pairs(clip, dino, 0.95, 0.6, k=len(clip) - 1)
+    assert set(map(tuple, pairs.tolist())) == expected
+    np.save(tmp_path / "candidates-of2-rank00000-chunk00000.npy", np.asarray([[0, 1], [2, 3]]))   # stale, another layout
+    for world, chunk, bucket in ((1, 65536, 131072), (3, 37, 50), (2, 300, 7)):
+        files = [f for r in range(world) for f in write_candidates(tmp_path, clip, len(clip) - 1, 0.95, r, world, chunk)]
+        assert files == [f for r in range(world) for f in candidate_files(tmp_path, len(clip), r, world, chunk)]
+        assert len(files) == sum(-(-len(range(r * -(-300 // world), min(300, (r + 1) * -(-300 // world)))) // chunk)
+                                 for r in range(world))
+        scored = [write_blind_pairs(files, tmp_path, clip, dino, 0.6, bucket_rows=bucket, rank=r, world=world)
+                  for r in range(world)]   # each rank its share of the buckets
+        blind = blind_files(tmp_path, 300, bucket)
+        assert sorted(f for part in scored for f in part) == blind and all(scored)
+        assert len(blind) == -(-300 // bucket) and count_rows(blind) == len(expected)
+        rows = list(in_order(blind))
+        assert [[i, j] for i, j, _, _ in rows] == pairs.tolist()
+        assert np.array_equal(np.asarray([r[2] for r in rows], np.float32), c)
+        assert np.array_equal(np.asarray([r[3] for r in rows], np.float32), d)
+    keys = file_keys([f"{i:016x}" + "f" * 24 for i in range(300)])   # SHA-1 hex digits: the first 16 count
+    assert keys.dtype == np.uint64 and keys[255] == 255 and len(set(keys.tolist())) == 300
+    same = keys.copy()
+    a, b = pairs[0]
+    same[b] = same[a]   # the best pair's two images are one file
+    blind = write_blind_pairs(files, tmp_path, clip, dino, 0.6, keys=same, bucket_rows=50)
+    assert count_rows(blind) == len(expected) - 1 and (a, b) not in {(i, j) for i, j, _, _ in in_order(blind)}
 
 
 def test_identical_files_are_duplicates_not_blind_pairs():
@@ -197,8 +233,9 @@ def test_sharded_embedding_resumes_and_two_processes_agree(tmp_path, data_dir):
     ids2, _, _, clip2, dino2 = load_shards(two / "embeddings", 5)
     assert ids2 == ids and np.array_equal(clip2, clip) and np.array_equal(dino2, dino)
     assert json.loads((two / "summary.json").read_text())["search_ranks"] == 2
-    halves = [np.load(two / "search" / f"candidates-{r:05d}.npy") for r in (0, 1)]
-    assert all(len(h) for h in halves) and len(np.load(one / "search" / "candidates-00000.npy")) <= sum(map(len, halves))
+    halves = [np.load(two / "search" / f"candidates-of2-rank{r:05d}-chunk00000.npy") for r in (0, 1)]
+    alone = np.load(one / "search" / "candidates-of1-rank00000-chunk00000.npy")
+    assert all(h.shape[1] for h in halves) and alone.shape[1] <= sum(h.shape[1] for h in halves)
     assert (two / "pairs.csv").read_text() == (one / "pairs.csv").read_text()
     # every shard reused, the search still split: the ranks are started without any embedding to do
     (two / "summary.json").unlink()
@@ -317,11 +354,13 @@ def test_copies_are_set_aside_and_one_image_cannot_fill_the_review(tmp_path):
     by_id = {r.id: r for r in refs}
     at = {Path(i).name: n for n, i in enumerate(ids)}
     pairs = np.asarray([[at["0.png"], at["3.jpg"]], [at["0.png"], at["1.png"]], [at["1.png"], at["2.png"]]])
-    c = d = np.zeros(len(pairs), np.float32)
-    kept, _, _, near, checked = set_aside_copies(pairs, c, d, ids, by_id, 0.4, limit=10)
+    rows = [(a, b, 0.9, 0.1) for a, b in pairs.tolist()]   # in order, as search.in_order gives them
+    kept, c, _, near, checked = set_aside_copies(iter(rows), ids, by_id, 0.4, limit=10)
     assert [(a, b) for a, b, _ in near] == [(at["0.png"], at["3.jpg"])] and kept.tolist() == pairs[1:].tolist()
-    assert len(set_aside_copies(pairs, c, d, ids, by_id, None, limit=10)[0]) == 3
-    assert checked == 3 and set_aside_copies(pairs, c, d, ids, by_id, 0.4, limit=1)[4] == 2   # the copy, then one kept
+    assert c.tolist() == [np.float32(0.9)] * 2
+    assert len(set_aside_copies(iter(rows), ids, by_id, None, limit=10)[0]) == 3
+    assert set_aside_copies(iter(rows), ids, by_id, None, limit=2)[0].tolist() == pairs[:2].tolist()
+    assert checked == 3 and set_aside_copies(iter(rows), ids, by_id, 0.4, limit=1)[4] == 2   # the copy, then one kept
     hub = np.asarray([[0, 1], [0, 2], [0, 3], [4, 5], [1, 2], [0, 6]])
     assert cap_per_image(hub, 2).tolist() == [0, 1, 3, 4] and cap_per_image(hub, None).tolist() == list(range(6))
 
@@ -339,7 +378,15 @@ def test_ranks_split_the_queries_and_their_union_is_the_one_process_search(index
     assert np.array_equal(np.unique(np.concatenate(parts), axis=0), one)
 
 
-def test_review_page_exports_what_was_kept_and_written_and_that_becomes_a_benchmark(tmp_path, data_dir):
+@pytest.fixture(scope="module")
+def mined(tmp_path_factory, data_dir):
+    """One synthetic mining run whose review page shows 2 pairs a page (each test copies it before writing)."""
+    run = tmp_path_factory.mktemp("mined") / "run"
+    _mine(run, data_dir, "benchmark_pairs=3", "review.per_page=2")
+    return run
+
+
+def test_review_page_exports_what_was_kept_and_written_and_that_becomes_a_benchmark(tmp_path, mined):
     """The page's own export logic (its script, run under node) on what a reviewer typed; its CSV made into a
     benchmark in MMVP's layout that evaluate.py reads."""
     import shutil
@@ -348,7 +395,7 @@ def test_review_page_exports_what_was_kept_and_written_and_that_becomes_a_benchm
     from mof.evaluation.benchmarks.mmvp import load_mmvp
 
     run = tmp_path / "run"
-    _mine(run, data_dir, "benchmark_pairs=3")
+    shutil.copytree(mined, run)
     page = (run / "review.html").read_text()
     script = page[page.index("<script>") + len("<script>"):page.index("let page=0")]
     pairs = re.findall(r'data-a="([^"]+)" data-b="([^"]+)"', page)
@@ -384,6 +431,81 @@ def test_review_page_exports_what_was_kept_and_written_and_that_becomes_a_benchm
     (run / "reviewed_pairs.csv").write_text(text.replace("(a) On (b) Off,(b),(a)", "(a) On (b) Off,(b),(b)"))
     proc = run_script(["-m", "mof.mining.benchmark", str(run), "--out", str(tmp_path / "b2")], check=False)
     assert proc.returncode == 2 and "reviewed_pairs.csv:3: expected answers (a) and (b), one per image" in proc.stderr
+
+
+def _browser():
+    """Playwright and the system's Chromium (`apt-get install chromium`; .ci/run installs it where it can and then
+    sets MOF_REQUIRE_BROWSER=1, so that CI fails rather than skips when the browser is missing)."""
+    import shutil
+
+    exe = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if exe is None or sync_playwright is None:
+        why = "no Chromium on PATH" if exe is None else "Playwright is not installed"
+        if os.environ.get("MOF_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{why}, and MOF_REQUIRE_BROWSER=1")
+        pytest.skip(f"{why}: the page's export logic is tested under node; README (Mining) has the manual check")
+    return sync_playwright, exe
+
+
+def test_review_page_in_a_real_browser_pages_keeps_what_is_typed_and_exports_the_benchmark(tmp_path, mined):
+    """review.html opened from the file system in headless Chromium, driven as a reviewer would: pages of 2 pairs,
+    thumbnails shown, a pair dropped, questions typed and answers chosen on two pages, the page reloaded (what was
+    typed is still there), the export button's download; the downloaded CSV becomes the benchmark evaluate.py reads."""
+    import shutil
+
+    from mof.evaluation.benchmarks.mmvp import load_mmvp
+
+    sync_playwright, exe = _browser()
+    run = tmp_path / "run"
+    shutil.copytree(mined, run)
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        page = browser.new_context(accept_downloads=True).new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((run / "review.html").as_uri())
+        rows = page.locator("tr.p")
+        pairs = [(rows.nth(i).get_attribute("data-a"), rows.nth(i).get_attribute("data-b")) for i in range(rows.count())]
+        assert len(pairs) >= 3 and [rows.nth(i).is_visible() for i in range(3)] == [True, True, False]
+        assert page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+        first = rows.nth(0)
+        first.locator(".q").fill("Which way is the arrow?")
+        first.locator(".oa").fill("Left")
+        first.locator(".ob").fill("Right")
+        rows.nth(1).locator(".keep").uncheck()
+        page.click("button:has-text('next')")
+        assert [rows.nth(i).is_visible() for i in range(3)] == [False, False, True]
+        assert page.locator("#n").text_content() == "2"
+        third = rows.nth(2)
+        third.locator(".q").fill('Is the "lamp" on, or off?')
+        third.locator(".oa").fill("On")
+        third.locator(".ob").fill("Off")
+        third.locator(".ans_a").select_option("b")
+        third.locator(".ans_b").select_option("a")
+        page.reload()   # kept in the browser's local storage
+        assert rows.nth(0).locator(".q").input_value() == "Which way is the arrow?"
+        assert not rows.nth(1).locator(".keep").is_checked() and rows.nth(2).locator(".ans_a").input_value() == "b"
+        with page.expect_download() as download:
+            page.click("button:has-text('export')")
+        assert download.value.suggested_filename == "reviewed_pairs.csv"
+        download.value.save_as(run / "reviewed_pairs.csv")
+        untouched = len(pairs) - 3   # kept by default, nothing typed: left out and counted
+        assert page.locator("#status").text_content() == f"exported 2 pairs; {untouched} kept but unfinished left out"
+        browser.close()
+    assert errors == []
+    assert list(csv.reader(open(run / "reviewed_pairs.csv", encoding="utf-8"))) == [
+        ["image_a", "image_b", "question", "options", "answer_a", "answer_b"],
+        [*pairs[0], "Which way is the arrow?", "(a) Left (b) Right", "(a)", "(b)"],
+        [*pairs[2], 'Is the "lamp" on, or off?', "(a) On (b) Off", "(b)", "(a)"]]
+    run_script(["-m", "mof.mining.benchmark", str(run)])
+    questions, _ = load_mmvp(run / "benchmark_reviewed")
+    assert [(q.question, q.answer) for q in questions] == [
+        ("Which way is the arrow?", "(a)"), ("Which way is the arrow?", "(b)"),
+        ('Is the "lamp" on, or off?', "(b)"), ('Is the "lamp" on, or off?', "(a)")]
 
 
 def test_embedding_progress_counts_images_batch_by_batch():

@@ -167,6 +167,21 @@ def test_openai_preprocessing_crops_as_torchvision_rounds(tmp_path):
     assert openai_transform(tall, 3).shape == (3, 3, 3)
 
 
+def test_openai_preprocessing_is_torchvisions_pixel_for_pixel():
+    """Against OpenAI's own `_transform` (torchvision's Resize(BICUBIC), CenterCrop, RGB, ToTensor, Normalize) as
+    recorded by tests/fixtures/make_openai_transform_reference.py with torchvision 0.28 outside the project: 9
+    seeded images of odd sizes (portrait, landscape, square, RGBA), each to 32 and 24 pixels, equal to the last bit.
+    (A crop offset rounded down differs on 1 of the 18, a bilinear resize on all 18.)"""
+    from mof.evaluation.benchmarks.mmvp_vlm import openai_transform
+    from PIL import Image
+
+    ref = np.load(Path(__file__).parent / "fixtures" / "openai_transform_reference.npz")
+    cases = [(k, n) for k in range(9) for n in (32, 24)]
+    for k, n in cases:
+        got = openai_transform(Image.fromarray(ref[f"image{k}"]), n).numpy()
+        assert got.shape == ref[f"image{k}_{n}"].shape and np.array_equal(got, ref[f"image{k}_{n}"]), (k, n)
+
+
 def test_ties_pick_no_image_or_image_two_as_the_original():
     from mof.evaluation.benchmarks.mmvp_vlm import statement_picks
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from ..errors import ConfigError
 
@@ -71,9 +71,13 @@ def decode_image(source, name, max_pixels: int = 50_000_000, max_aspect_ratio: f
     """`load_image` of a path or a binary file object (a tar member's bytes); `name` is what messages call it. The
     size is checked from the header, before anything is decoded: memory is bounded by the limits, not the file."""
     path = name
+    lenient = ImageFile.LOAD_TRUNCATED_IMAGES
     try:
         with Image.open(source) as img:
             check_size(path, img.width, img.height, max_pixels, max_aspect_ratio, padded)
+            # PIL's switch is module-wide, and libraries set it on import (lmms-eval's task module does): a file cut
+            # short would decode with its missing rows grey. mof reads it as what it is, a bad image.
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
             img.load()
             img = ImageOps.exif_transpose(img)
             return to_rgb(img)
@@ -81,6 +85,8 @@ def decode_image(source, name, max_pixels: int = 50_000_000, max_aspect_ratio: f
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError("bad_image", f"{path}: {e}") from e
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
 
 
 def check_encoder_settings(e, key: str) -> None:

@@ -15,36 +15,40 @@ from omegaconf import OmegaConf
 from ..errors import refuse_finished
 from ..model.presets import TINY_ENCODERS
 from ..evaluation.benchmarks.synthetic import synthetic_benchmark_root
-from .embed import atomic_write, embed_all, load_shards
+from .embed import embed_all, load_shards
 from .outputs import (write_benchmark_skeleton, write_contact_sheet, write_duplicates, write_near_duplicates,
                       write_pairs, write_review, write_summary)
-from .search import blind_pairs, cap_per_image, clip_candidates, is_copy, thumbnail
+from .search import (blind_files, candidate_files, cap_per_image, count_rows, file_keys, in_order, is_copy, thumbnail,
+                     write_blind_pairs, write_candidates)
 from .settings import check_settings
 from .sources import SourceError, list_images, without_unwritable_names
 
 
-def search_on_every_rank(folder: Path, clip, k: int, threshold: float, index: dict, ran: dict):
-    """Each rank searches its block of query images against the whole index and writes its candidate pairs
-    (`search/candidates-RRRRR.npy`); rank 0 returns their union, the others None."""
-    mine_part = clip_candidates(clip, k, threshold, rank=ran["rank"], world=ran["world"], **index)
-    atomic_write(folder / f"candidates-{ran['rank']:05d}.npy", lambda f: np.save(f, mine_part))
+def search_on_every_rank(folder: Path, clip, dino, keys, cfg, ran: dict) -> tuple[list[Path], int] | None:
+    """Each rank searches its block of query images against the whole index and streams its candidate pairs to
+    `search/` (`write_candidates`); then each scores its share of the buckets of blind pairs (`write_blind_pairs`).
+    Rank 0 returns every bucket's file and how many blind pairs they hold, the others None."""
+    index = OmegaConf.to_container(cfg.index, resolve=True)
+    write_candidates(folder, clip, cfg.k, cfg.clip_threshold, ran["rank"], ran["world"], **index)
     ran["barrier"]("mof-search")   # every rank's candidates are written
+    candidates = [f for r in range(ran["world"]) for f in candidate_files(folder, len(clip), r, ran["world"])]
+    write_blind_pairs(candidates, folder, clip, dino, cfg.dino_threshold, keys, rank=ran["rank"], world=ran["world"])
+    ran["barrier"]("mof-blind")    # every bucket is scored
     if ran["rank"] != 0:
         return None
-    parts = [np.load(folder / f"candidates-{r:05d}.npy") for r in range(ran["world"])]
-    return np.unique(np.concatenate(parts), axis=0) if sum(map(len, parts)) else np.zeros((0, 2), dtype=np.int64)
+    blind = blind_files(folder, len(clip))
+    return blind, count_rows(blind)
 
 
-def set_aside_copies(pairs, c, d, ids, by_id, max_diff: float | None, limit: int):
-    """The blind pairs without resized or re-encoded copies (`search.is_copy` on the images as decoded for the
-    encoders), and the copies as `(i, j, largest cell difference)`. Pairs are checked in order until `limit` are kept
-    (a loop over images read again, each once: bounded by `max_pairs`, not by the collection). Also returns how many
-    pairs were checked: copies among the pairs after them are not looked for."""
-    if max_diff is None:
-        return pairs, c, d, [], 0
+def set_aside_copies(rows, ids, by_id, max_diff: float | None, limit: int):
+    """The first `limit` blind pairs of `rows` (`(i, j, clip cosine, dino cosine)` in order, as `search.in_order`
+    gives them) that are not resized or re-encoded copies (`search.is_copy` on the images as decoded for the
+    encoders), as arrays `(pairs, c, d)`, and the copies as `(i, j, largest cell difference)`. Pairs are checked in
+    order until `limit` are kept (a loop over images read again, each once: bounded by `max_pairs`, not by the
+    collection). Also returns how many pairs were checked: copies among the pairs after them are not looked for."""
     from ..data.images import decode_image
 
-    thumbs, keep, near = {}, [], []
+    thumbs, kept, near = {}, [], []
 
     def thumb(i):
         if i not in thumbs:
@@ -55,17 +59,18 @@ def set_aside_copies(pairs, c, d, ids, by_id, max_diff: float | None, limit: int
         return thumbs[i]
 
     checked = 0
-    for n, (a, b) in enumerate(pairs.tolist()):
-        if len(keep) >= limit:
+    for a, b, c, d in rows:
+        if len(kept) >= limit:
             break
         checked += 1
-        ta, tb = thumb(a), thumb(b)
+        ta, tb = (None, None) if max_diff is None else (thumb(a), thumb(b))
         if ta is not None and tb is not None and is_copy(ta, tb, max_diff):
             near.append((a, b, round(float(abs(ta - tb).max()), 4)))
         else:
-            keep.append(n)
-    keep = np.asarray(keep, dtype=np.int64)
-    return pairs[keep], c[keep], d[keep], near, checked
+            kept.append((a, b, c, d))
+    pairs = np.asarray([(a, b) for a, b, _, _ in kept], dtype=np.int64).reshape(-1, 2)
+    c, d = (np.asarray([r[n] for r in kept], dtype=np.float32) for n in (2, 3))
+    return pairs, c, d, near, checked if max_diff is not None else 0
 
 
 def mine(cfg) -> dict | None:
@@ -96,17 +101,14 @@ def mine(cfg) -> dict | None:
     if unwritable:
         skipped = {**skipped, "name_not_utf8": len(unwritable)}
     t0 = time.perf_counter()
-    index = OmegaConf.to_container(cfg.index, resolve=True)
-    candidates = search_on_every_rank(out / "search", clip, cfg.k, cfg.clip_threshold, index, ran)
-    if candidates is None:   # not rank 0: its part of the search is written
+    searched_by_ranks = search_on_every_rank(out / "search", clip, dino, file_keys(hashes), cfg, ran)
+    if searched_by_ranks is None:   # not rank 0: its part of the search and of the scoring is written
         return None
-    pairs, c, d = blind_pairs(clip, dino, cfg.clip_threshold, cfg.dino_threshold, cfg.k, exclude_same=hashes,
-                              candidates=candidates)
+    blind, searched = searched_by_ranks   # on disk; the best `max_pairs` (less copies) are read back in order
     by_id = {r.id: r for r in refs}
-    searched = len(pairs)
-    pairs, c, d, near, checked = set_aside_copies(pairs, c, d, ids, by_id, cfg.near_duplicate_max_diff, cfg.max_pairs)
+    pairs, c, d, near, checked = set_aside_copies(in_order(blind), ids, by_id, cfg.near_duplicate_max_diff,
+                                                  cfg.max_pairs)
     found = searched - len(near)   # copies are looked for until max_pairs pairs are kept: `copies_checked` says how far
-    pairs, c, d = pairs[:cfg.max_pairs], c[:cfg.max_pairs], d[:cfg.max_pairs]
     shown = cap_per_image(pairs, cfg.review.max_pairs_per_image)   # review, contact sheet and benchmark
     timing["search_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -74,8 +74,9 @@ def choose_index(n: int, d: int, flat_max: int, nlist: int | None, pq_m: int | N
                  max_memory_gib: float | None) -> tuple[int | None, int | None, str]:
     """`(nlist, pq_m, why)` for `n` `d`-d vectors: exact search (nlist None) up to `flat_max`, IVF above; when the
     vectors themselves would exceed `max_memory_gib` and no `pq_m` was given, IVF-PQ with the finest `pq_m` that fits
-    (as autofaiss chooses under a memory budget; autofaiss itself would add a dependency and re-embed nothing
-    here). A budget nothing fits, or FAISS settings that do not fit the collection, are one-line errors."""
+    (the choice autofaiss makes under a memory budget; autofaiss itself is not used: it would add a dependency to
+    make this one choice). A budget nothing fits (`check_index_budget`), or FAISS settings that do not fit the
+    collection (`check_index_fits`), are one-line errors."""
     chosen = None if n <= flat_max else (nlist or int(4 * math.sqrt(n)))
     why = ""
     if max_memory_gib is not None and pq_m is None and index_gib(n, d, chosen, None) > max_memory_gib:
@@ -85,18 +86,23 @@ def choose_index(n: int, d: int, flat_max: int, nlist: int | None, pq_m: int | N
             why = (f"the vectors would hold {index_gib(n, d, chosen, None):.2f} GiB, over index.max_memory_gib="
                    f"{max_memory_gib}: IVF-PQ with pq_m={fits[0]} ({index_gib(n, d, ivf, fits[0]):.2f} GiB) instead")
             chosen, pq_m = ivf, fits[0]
-    check_index_fits(n, d, chosen, pq_m, max_memory_gib)
+    check_index_budget(n, d, chosen, pq_m, max_memory_gib)
+    check_index_fits(n, d, chosen, pq_m)
     return chosen, pq_m, why
 
 
-def check_index_fits(n: int, d: int, nlist: int | None, pq_m: int | None, max_memory_gib: float | None = None) -> None:
-    """The index settings against the collection they index (known only once it is embedded): FAISS would abort,
-    train lists on nothing, or take more memory than the machine has otherwise. `nlist` None: exact search."""
+def check_index_budget(n: int, d: int, nlist: int | None, pq_m: int | None, max_memory_gib: float | None) -> None:
+    """The index these settings make holds at most `max_memory_gib` (None: no bound)."""
     gib = index_gib(n, d, nlist, pq_m)
     if max_memory_gib is not None and gib > max_memory_gib:
         raise MiningConfigError(f"index.max_memory_gib: the index of {n:,} {d}-d embeddings would hold {gib:.2f} GiB "
-                                f"with these settings, over index.max_memory_gib={max_memory_gib}; raise it, set a smaller "
-                                "index.pq_m (IVF-PQ holds pq_m + 8 bytes a vector), or mine the collection in parts")
+                                f"with these settings, over index.max_memory_gib={max_memory_gib}; raise it, set a "
+                                "smaller index.pq_m (IVF-PQ holds pq_m + 8 bytes a vector), or mine the collection in parts")
+
+
+def check_index_fits(n: int, d: int, nlist: int | None, pq_m: int | None) -> None:
+    """The FAISS settings against the collection they index (known only once it is embedded), where FAISS would
+    abort or train lists on nothing. `nlist` None: exact search."""
     if nlist is None:
         return
     if nlist > n:

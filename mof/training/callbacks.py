@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 
 from ..errors import MofError
 
@@ -43,12 +44,18 @@ class PaddingFraction(pl.Callback):
 
 
 class GradNormMonitor(pl.Callback):
-    """The total gradient 2-norm, by Lightning's `grad_norm`, every logging step."""
+    """The total gradient 2-norm, by Lightning's `grad_norm`, every logging step; under FSDP2, where each rank holds a
+    shard of each gradient (a DTensor, which Lightning's `grad_norm` cannot stack), by torch's `get_total_norm` over
+    the shards, reduced over the ranks."""
 
     def on_before_optimizer_step(self, trainer, module, optimizer):
         from lightning.pytorch.utilities import grad_norm
 
         if trainer.global_step % trainer.log_every_n_steps:
+            return
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if grads and hasattr(grads[0], "full_tensor"):
+            module.log("train/grad_norm", torch.nn.utils.get_total_norm(grads, 2.0).full_tensor(), rank_zero_only=True)
             return
         norms = grad_norm(module, norm_type=2)
         if norms:
@@ -180,9 +187,10 @@ class StopAndSave(pl.Callback):
         raise GracefulStop(reason, str(self.checkpoint), trainer.global_step)
 
 
-class ZeroPartitionReport(pl.Callback):
-    """Writes `zero_rank<R>.json` per rank: parameters held locally against the model's total (ZeRO-3
-    partitions every parameter; ZeRO-2 keeps whole parameters and partitions optimizer states)."""
+class PartitionReport(pl.Callback):
+    """Writes `partition_rank<R>.json` per rank under the sharding strategies: parameters held locally against the
+    model's total (ZeRO-3 and FSDP2 shard every parameter; ZeRO-2 keeps whole parameters and partitions optimizer
+    states)."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
@@ -190,14 +198,16 @@ class ZeroPartitionReport(pl.Callback):
     def on_train_start(self, trainer, module):
         total = local = trainable_total = trainable_local = 0
         for p in module.parameters():
-            full = p.ds_numel if hasattr(p, "ds_numel") else p.numel()
-            held = p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()
+            full = p.ds_numel if hasattr(p, "ds_numel") else p.numel()   # a DTensor's numel is the whole tensor's
+            held = (p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.to_local().numel() if hasattr(p, "to_local")
+                    else p.numel())
             total, local = total + full, local + held
             if p.requires_grad:
                 trainable_total, trainable_local = trainable_total + full, trainable_local + held
+        config = getattr(trainer.strategy, "config", None) or {}
         report = {"rank": trainer.global_rank, "world_size": trainer.world_size,
-                  "zero_stage": trainer.strategy.config["zero_optimization"]["stage"],
+                  "zero_stage": config.get("zero_optimization", {}).get("stage"),
                   "parameters_total": total, "parameters_local": local,
                   "trainable_total": trainable_total, "trainable_local": trainable_local}
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / f"zero_rank{trainer.global_rank}.json").write_text(json.dumps(report, indent=1))
+        (self.run_dir / f"partition_rank{trainer.global_rank}.json").write_text(json.dumps(report, indent=1))

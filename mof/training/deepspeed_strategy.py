@@ -9,7 +9,6 @@ everything else is Lightning's and DeepSpeed's own code.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 
 from lightning.pytorch.strategies import DeepSpeedStrategy
@@ -59,15 +58,3 @@ class MofDeepSpeedStrategy(DeepSpeedStrategy):
         run on resume. Every load it makes goes through mof's restricted reader instead (a one-line CheckpointError)."""
         with restricted_loads():
             return super().load_checkpoint(checkpoint_path, *args, **kwargs)
-
-
-@contextlib.contextmanager
-def gathered_params(trainer, model):
-    """All parameters whole on every rank for the duration (ZeRO-3 partitions them); a no-op otherwise."""
-    if getattr(trainer.strategy, "zero_stage_3", False):
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
-            yield
-    else:
-        yield

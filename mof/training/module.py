@@ -42,6 +42,7 @@ class MofLitModule(pl.LightningModule):
         self._samples_since_step = 0
         self.last_saved_step = None
         self.flops_per_batch = None   # the last batch's model FLOPs (`mof.model.flops`), read by ThroughputMonitor
+        self._sharded = False   # FSDP2: set in configure_model
 
     def forward(self, **batch):
         return self.model(**batch)
@@ -53,10 +54,11 @@ class MofLitModule(pl.LightningModule):
         if n_global == 0:  # every sample on every rank was skipped (and counted): see optimizer_step
             return self._zero_loss()
         self.trained_batches += 1
+        borrowed = self._batch_for_empty_ranks(batch, n) if self._sharded else None
         if n:
-            loss = self.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                              position_ids=batch.get("position_ids"), pixel_values=batch.get("pixel_values"),
-                              labels=batch["labels"]).loss
+            loss = self._loss(batch)
+        elif borrowed is not None:   # FSDP2: another rank's batch, contributing nothing
+            loss = self._loss(borrowed) * 0.0
         else:  # this rank's samples were all skipped, others have some: join their gradient exchange
             loss = self._zero_loss()
         # The global batch's loss, each rank's weighted by its samples; every rank takes the same decision.
@@ -74,6 +76,32 @@ class MofLitModule(pl.LightningModule):
             self.flops_per_batch = training_flops(
                 self.model, sample_lengths(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids")), images)
         return loss
+
+    def _loss(self, batch) -> torch.Tensor:
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                          position_ids=batch.get("position_ids"), pixel_values=batch.get("pixel_values"),
+                          labels=batch["labels"]).loss
+
+    def _batch_for_empty_ranks(self, batch, n: int):
+        """FSDP2 gathers each block's weights inside its forward, so every rank must run one. When some ranks have
+        no sample this step (all skipped) and others do, the first rank with samples sends its batch to every rank
+        (a collective: all ranks call this), and the empty ranks run it with their loss times zero."""
+        if self.trainer.world_size == 1:
+            return None
+        counts = self.all_gather(torch.tensor(n, device=self.device)).reshape(-1)
+        if bool((counts > 0).all()):
+            return None
+        source = int((counts > 0).nonzero()[0])
+        return self.trainer.strategy.broadcast(batch if self.global_rank == source else None, src=source)
+
+    def configure_model(self):
+        """Under `strategy=fsdp2`: the model sharded over the data-parallel ranks (`shard_with_fsdp2`), once.
+        Under the other strategies the model is whole here, and they partition it themselves."""
+        from .strategies import FSDP2Strategy, is_fsdp2, shard_with_fsdp2
+
+        if isinstance(self.trainer.strategy, FSDP2Strategy) and not is_fsdp2(self.model):
+            shard_with_fsdp2(self.model, self.device_mesh["data_parallel"])
+        self._sharded = is_fsdp2(self.model)
 
     def _skips_empty_steps(self) -> bool:
         # DeepSpeed's engine expects a step after each backward: there an empty batch takes a zero-gradient step.
@@ -122,7 +150,9 @@ class MofLitModule(pl.LightningModule):
         return str(good) if good is not None and good.exists() else "none yet"
 
     def _weights_finite(self) -> bool:
-        finite = all(torch.isfinite(getattr(p, "ds_tensor", p)).all() for p in self.model.parameters() if p.requires_grad)
+        local = (p.to_local() if hasattr(p, "to_local") else getattr(p, "ds_tensor", p)   # this rank's shard
+                 for p in self.model.parameters() if p.requires_grad)
+        finite = all(torch.isfinite(t).all() for t in local)
         flag = self._sum_over_ranks(torch.tensor(0.0 if finite else 1.0, device=self.device))
         return float(flag) == 0.0
 

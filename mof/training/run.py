@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ..checkpoints.export import save_export
+from ..checkpoints.export import export_checkpoint, save_export
 from ..checkpoints.files import AtomicCheckpointIO
 from ..checkpoints.resume import resolve_resume
 from ..data import load_tokenizer
@@ -24,12 +24,11 @@ from ..evaluation.loading import load_for_evaluation
 from ..evaluation.run import evaluate_benchmark
 from ..errors import ConfigError, MofError, exit_with, is_secondary_rank, refuse_finished
 from .callbacks import (GracefulStop, GradNormMonitor, KeptCheckpoints, LastCheckpoint, PaddingFraction, SkippedSamples,
-                        StepProgressBar, StopAndSave, ZeroPartitionReport, throughput_monitor)
+                        StepProgressBar, StopAndSave, PartitionReport, throughput_monitor)
 from .config_check import validate
-from .deepspeed_strategy import gathered_params
 from .from_config import build_model_from_cfg, model_config_from, run_info
 from .module import MofLitModule
-from .strategies import build_strategy
+from .strategies import build_strategy, gathered_params, is_fsdp2
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +148,8 @@ def build_trainer(cfg, run_dir: Path, skipped: SkippedSamples, logger) -> pl.Tra
     callbacks += [throughput_monitor(), PaddingFraction(), GradNormMonitor(), skipped,
                   StopAndSave(ckpt_dir / "last.ckpt", stop_at_step)]
     deepspeed = cfg.strategy.name.startswith("deepspeed")
-    if deepspeed:
-        callbacks.append(ZeroPartitionReport(run_dir))
+    if deepspeed or cfg.strategy.name == "fsdp2":
+        callbacks.append(PartitionReport(run_dir))
     if logger:
         callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="step"))
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -221,8 +220,15 @@ def benchmark_section(cfg, name: str) -> dict:
 
 
 def export_after_training(trainer, module, tokenizer, image_processor, out: Path) -> Path:
-    """The run's final model, gathered from all ranks under ZeRO-3, written by rank 0 to `<run dir>/export`."""
+    """The run's final model, gathered from all ranks under ZeRO-3 or FSDP2, written by rank 0 to `<run dir>/export`."""
     model = module.model
+    if is_fsdp2(model):   # sharded weights: rebuilt whole from the final state's checkpoint, as `mof.export` does
+        final = out.parent / "checkpoints" / "last.ckpt"
+        trainer.save_checkpoint(final, weights_only=False)   # every rank: FSDP2 gathers the trained weights, rank 0 writes them
+        if trainer.is_global_zero:
+            export_checkpoint(final, out, overwrite=True)
+        trainer.strategy.barrier("mof-export")
+        return out
     with gathered_params(trainer, model):
         if trainer.is_global_zero:
             stage = module.run_info.get("stage", {})

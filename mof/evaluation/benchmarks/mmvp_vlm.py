@@ -9,7 +9,8 @@ counts if both do. Any HF dual encoder (`CLIPModel`, `SiglipModel`) works, with 
 Fidelity with the original `scripts/evaluate_vlm.py` (OpenAI's `clip` package):
 - `benchmark.preprocess=openai` prepares images as OpenAI's `clip.load` transform does, pixel for pixel (bicubic
   resize of the short side, the long side truncated; centre crop whose offset is rounded half to even, as
-  torchvision's `CenterCrop`; RGB; CLIP's mean and std). `hf` (the default) uses the checkpoint's own processor,
+  torchvision's `CenterCrop`; RGB; CLIP's mean and std), equal to the last bit to torchvision running OpenAI's
+  `_transform` (tests/fixtures/openai_transform_reference.npz). `hf` (the default) uses the checkpoint's own processor,
   whose crop offset is rounded down: one pixel apart on images whose resized long side exceeds the crop by an odd
   number. `openai` is for CLIP models (it uses CLIP's mean and std).
 - A statement equally similar to both images: the original picks image 2 (`ties=original`); `mof` (`ties=none`,
