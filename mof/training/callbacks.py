@@ -156,6 +156,12 @@ class LastCheckpoint(pl.callbacks.ModelCheckpoint):
         if not self._should_skip_saving_checkpoint(trainer):  # skips a state already saved, and fast_dev_run
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    def holds(self, global_step: int) -> bool:
+        """Whether `last.ckpt` was written by this callback at `global_step` (Lightning's own record of its last
+        save; with `save_top_k=0` it writes no other file)."""
+        return self._last_global_step_saved == global_step and bool(self.last_model_path) and \
+            self._last_checkpoint_saved == self.last_model_path
+
 
 class KeptCheckpoints(pl.callbacks.ModelCheckpoint):
     """`step<N>.ckpt` every `checkpoint.keep_every_n_train_steps` steps, every one kept. Its own class because

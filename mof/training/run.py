@@ -224,7 +224,9 @@ def export_after_training(trainer, module, tokenizer, image_processor, out: Path
     model = module.model
     if is_fsdp2(model):   # sharded weights: rebuilt whole from the final state's checkpoint, as `mof.export` does
         final = out.parent / "checkpoints" / "last.ckpt"
-        trainer.save_checkpoint(final, weights_only=False)   # every rank: FSDP2 gathers the trained weights, rank 0 writes them
+        callback = trainer.checkpoint_callback
+        if not (isinstance(callback, LastCheckpoint) and callback.holds(trainer.global_step)):
+            trainer.save_checkpoint(final, weights_only=False)   # every rank: FSDP2 gathers the weights, rank 0 writes
         if trainer.is_global_zero:
             export_checkpoint(final, out, overwrite=True)
         trainer.strategy.barrier("mof-export")
