@@ -6,16 +6,19 @@ real embeddings); the DINO ones are independent random unit vectors, so every CL
 the pair stages see as many pairs as the search can give (a worst case for their memory). Shards are float16, as
 mine.py writes them (`embeddings/{clip,dino}/NNNNN.npy`, `ids/NNNNN.json`), `--shard-size` images each.
 
-The stages are mine.py's own functions: the search streams each query chunk's CLIP-near pairs to disk
+The stages are mine.py's own functions: the image list (`--n` paths in a text file) is written a shard at a time
+to disk (`ImageList.write`, against the same list held in memory as before), the shards are read back with a key
+per file (`Embedded`), the search streams each query chunk's CLIP-near pairs to disk
 (`write_candidates`), the blind pairs are scored a bucket of first images at a time and written sorted
-(`write_blind_pairs`, here on one rank), and the best `--max-pairs` are read back in order (`in_order`). Recall is the share of the
-CLIP-near pairs among `--recall-queries` sampled queries' exact k nearest neighbours that the search wrote.
+(`write_blind_pairs`, here on one rank), the best `--max-pairs` are read back in order (`in_order`) and their ids
+looked up by row. Recall is the share of the CLIP-near pairs among `--recall-queries` sampled queries' exact k
+nearest neighbours that the search wrote.
 
 Peak memory is the process's resident memory sampled every 50 ms during the stage, less what it held before; the
 "whole matrices" row loads both encoders' embeddings into memory as mof did before (for comparison). Disk is what the
 stage wrote.
 
-    python bench/mining_memory.py [--n 1000000] [--nlist 1024] [--nprobe 8]
+    python bench/mining_memory.py [--n 1000000] [--nlist 1024] [--nprobe 8] [--until load|all]
 """
 
 from __future__ import annotations
@@ -112,30 +115,50 @@ def main():
     p.add_argument("--clip-threshold", type=float, default=0.95)
     p.add_argument("--max-pairs", type=int, default=1000)
     p.add_argument("--recall-queries", type=int, default=1000)
+    p.add_argument("--until", choices=["load", "all"], default="all",
+                   help="load: stop after listing and loading (the stages the image list is in)")
     args = p.parse_args()
 
-    from mof.mining.embed import load_shards
-    from mof.mining.search import count_rows, file_keys, in_order, write_blind_pairs, write_candidates
+    from mof.mining.embed import Embedded
+    from mof.mining.search import count_rows, in_order, write_blind_pairs, write_candidates
+    from mof.mining.sources import ImageList, iter_images, list_images
 
     mixture = Mixture(tiny_clip_embeddings(args.images))
     rows = []
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        paths = folder / "images.txt"
+        with open(paths, "w") as f:   # a collection as a text file of paths, one a line
+            for start in range(0, args.n, 65536):
+                f.write("".join(f"laion/{i // 10000:05d}/{i:09d}.jpg\n" for i in range(start, min(args.n, start + 65536))))
+        with PeakMemory() as m:
+            images = ImageList.write(iter_images(str(paths)), folder / "list", args.shard_size)
+        rows.append([f"list {len(images):,} images from a text file of paths, a shard at a time to disk", f"{m.seconds:.1f}",
+                     f"{m.gib:.2f}", f"{disk_gib((folder / 'list').iterdir()):.2f}"])
+        with PeakMemory() as m:
+            whole = list_images(str(paths))
+        rows.append(["for comparison: the same list held in memory (as mine.py did before)", f"{m.seconds:.1f}",
+                     f"{m.gib:.2f}", "0"])
+        del whole
         with PeakMemory() as m:
             shards = write_shards(folder, args.n, args.shard_size, mixture)
-        written = disk_gib(f for f in folder.rglob("*") if f.is_file())
+        written = disk_gib(f for kind in ("clip", "dino", "ids") for f in (folder / kind).iterdir())
         rows.append(["write shards (float16, as embedding does)", f"{m.seconds:.1f}", f"{m.gib:.2f}", f"{written:.2f}"])
         with PeakMemory() as m:
-            ids, hashes, _, clip, dino = load_shards(folder, shards)
-            keys = file_keys(hashes)
-            del hashes
-        rows.append([f"load {shards} shards (memory-mapped; ids, and a 64-bit key per file hash)", f"{m.seconds:.1f}",
-                     f"{m.gib:.2f}", "0"])
+            embedded = Embedded(folder, shards)
+            clip, dino, keys = embedded.clip, embedded.dino, embedded.keys
+        rows.append([f"load {shards} shards (memory-mapped, a 64-bit key per file; ids looked up by row)",
+                     f"{m.seconds:.1f}", f"{m.gib:.2f}", "0"])
         with PeakMemory() as m:
             whole = [np.asarray(clip), np.asarray(dino)]
         rows.append(["for comparison: both matrices loaded whole (float32)", f"{m.seconds:.1f}", f"{m.gib:.2f}", "0"])
         del whole
+        if args.until == "load":
+            record(f"Mining: listing and loading {args.n:,} images (time, peak memory, disk)",
+                   table(["stage", "s", "peak GiB above the start", "disk GiB written"], rows),
+                   f"The stages up to the search ({(time.perf_counter() - t_all) / 60:.1f} min in all).")
+            return
         index = {"flat_max": args.n - 1, "nlist": args.nlist, "nprobe": args.nprobe}   # IVF whatever n
         with PeakMemory() as m:
             files = write_candidates(folder / "search", clip, args.k, args.clip_threshold, **index)
@@ -151,6 +174,10 @@ def main():
         with PeakMemory() as m:
             best = [row for _, row in zip(range(args.max_pairs), in_order(blind))]
         rows.append([f"the best {len(best):,} pairs read back in order (a merge of {len(blind)} buckets)",
+                     f"{m.seconds:.1f}", f"{m.gib:.2f}", "0"])
+        with PeakMemory() as m:
+            names = embedded.ids(np.asarray([(a, b) for a, b, _, _ in best], np.int64))
+        rows.append([f"their {len(names):,} ids looked up by row (the shards they fall in read, 8 kept)",
                      f"{m.seconds:.1f}", f"{m.gib:.2f}", "0"])
         with PeakMemory() as m:
             recall, wanted = pair_recall(clip, files, args.recall_queries, args.k, args.clip_threshold)

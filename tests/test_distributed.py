@@ -93,6 +93,23 @@ def test_zero3_with_packing_and_chunked_loss_matches_single_process(tmp_path, da
         assert abs(a - b) <= 2e-4 * max(1.0, abs(a)), (ref, got)
 
 
+def test_zero3_trains_cambrians_sva_with_its_layers_inside_the_llm_as_one_process(tmp_path, data_dir):
+    """`sva`'s aggregation layers run in hooks on the decoder's layers. Under ZeRO-3 (their weights gathered when
+    the hooks call them) with gradient checkpointing, two processes give one process's losses, and the export holds
+    the trained aggregation weights."""
+    sva = ["mof=sva", "model.gradient_checkpointing=true"]
+    train(tmp_path / "one", data_dir, "data.batch_size=4", *sva)
+    train(tmp_path / "two", data_dir, *two_procs("deepspeed_zero3"), *sva)
+    ref, got = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(got) == len(ref) == 6
+    for a, b in zip(ref[:3], got[:3]):
+        assert abs(a - b) <= 2e-4 * max(1.0, abs(a)), (ref, got)
+    export = export_state(tmp_path / "two")
+    state = load_training_checkpoint(tmp_path / "two" / "checkpoints" / "last.ckpt")["state_dict"]
+    inside = [k for k in export if ".llm_samplers." in k]
+    assert inside and all(torch.equal(state["model." + k], export[k]) for k in inside)
+
+
 @pytest.mark.parametrize("strategy", ["deepspeed_zero2", "deepspeed_zero3", "fsdp2", "ddp"])
 def test_checkpoint_on_all_ranks_and_resume(tmp_path, data_dir, uninterrupted, strategy):
     train(tmp_path, data_dir, *two_procs(strategy), "stop_at_step=3")

@@ -1,8 +1,10 @@
 """Fusions behind the registry: exact arithmetic of each mode, Cambrian's aggregator, and the per-family tower
 parity that catches prefix-token mistakes."""
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,14 +111,14 @@ def test_legacy_flat_fusion_keys_still_load():
     assert MofConfig.from_dict(legacy).fusion["alpha"] == 0.75
 
 
-# ----------------------------------------------------------------------------- Cambrian's aggregator
+# ----------------------------------------------------------------------------- the connector after Cambrian's aggregator
 def sva_config(grid=4, **kw):
-    config = tiny_config(fusion={"type": "sva", "grid": grid, "layers": 2, "num_heads": 4, **kw})
+    config = tiny_config(fusion={"type": "sva_connector", "grid": grid, "layers": 2, "num_heads": 4, **kw})
     config.vision_encoders[1]["config"]["patch_size"] = 16  # DINOv2 4x4 against CLIP's 8x8: no resampling needed
     return MofConfig.from_dict(config.to_dict())
 
 
-def test_sva_shapes_and_token_count_from_config():
+def test_sva_connector_shapes_and_token_count_from_config():
     config = sva_config()
     assert config.num_visual_tokens == 16
     model = MofForConditionalGeneration(config).eval()
@@ -125,7 +127,7 @@ def test_sva_shapes_and_token_count_from_config():
         sva_config(grid=8)
 
 
-def test_sva_each_query_sees_only_its_own_window():
+def test_sva_connector_each_query_sees_only_its_own_window():
     torch.manual_seed(0)
     model = MofForConditionalGeneration(sva_config()).eval()
     clip, dino = torch.randn(1, 64, 64), torch.randn(1, 16, 64)
@@ -139,7 +141,7 @@ def test_sva_each_query_sees_only_its_own_window():
         assert changed.nonzero().flatten().tolist() == [1 * 4 + 2], encoder
 
 
-def test_sva_trains_saves_and_loads(tmp_path):
+def test_sva_connector_trains_saves_and_loads(tmp_path):
     torch.manual_seed(0)
     config = sva_config()
     model = MofForConditionalGeneration(config)
@@ -152,6 +154,14 @@ def test_sva_trains_saves_and_loads(tmp_path):
     model.eval().save_pretrained(tmp_path / "sva")
     again = MofForConditionalGeneration.from_pretrained(tmp_path / "sva").eval()
     torch.testing.assert_close(again(input_ids=ids, pixel_values=px).logits, model(input_ids=ids, pixel_values=px).logits)
+    # saved before `sva` became Cambrian's whole SVA: type "sva" with the connector's options loads as the connector
+    saved = json.loads((tmp_path / "sva" / "config.json").read_text())
+    assert saved["fusion"]["type"] == "sva_connector"
+    saved["fusion"]["type"] = "sva"
+    (tmp_path / "sva" / "config.json").write_text(json.dumps(saved))
+    old = MofForConditionalGeneration.from_pretrained(tmp_path / "sva").eval()
+    assert old.config.fusion_type == "sva_connector"
+    torch.testing.assert_close(old(input_ids=ids, pixel_values=px).logits, model(input_ids=ids, pixel_values=px).logits)
 
 
 @pytest.mark.slow
@@ -159,6 +169,137 @@ def test_train_py_with_mof_sva(tmp_path, data_dir):
     run_script(["train.py", "mof=sva", *FAST, "trainer.max_steps=2", "evaluate_after=null",
                 f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path}"])
     assert MofForConditionalGeneration.from_pretrained(tmp_path / "export").config.fusion["type"] == "sva"
+
+
+# ----------------------------------------------------------------------------- Cambrian's SVA, whole
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_sva_equals_cambrians_released_modules_on_shared_weights():
+    """Against Cambrian's own `vision_sampler.py` modules composed as its `cambrian_arch.py` / `cambrian_llama.py`
+    compose them (tests/fixtures/make_cambrian_sva_reference.py ran them outside this project on these weights):
+    two encoders of different grids, two query groups (one resized), depth 2, newlines, and one aggregation layer
+    inside the LLM on the visual tokens of a sequence."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from mof.model.fusion.sva import SpatialVisionAggregator, SvaOptions
+
+    ref = np.load(FIXTURES / "cambrian_sva_reference.npz")
+    specs = [SimpleNamespace(grid=g, hidden_size=w, keep="patch", type=f"enc{i}")
+             for i, (g, w) in enumerate([((8, 8), 24), ((4, 4), 16)])]
+    options = SvaOptions(grid=4, query_groups=[4, 2], hidden_size=32, depth=2, num_heads=16, newline=True,
+                         llm_layers=1, llm_start=0, llm_stride=1)
+    fusion = SpatialVisionAggregator(specs, 40, options, "mlp2x_gelu").eval()
+    fusion.load_state_dict({k[2:]: torch.from_numpy(ref[k]) for k in ref.files if k.startswith("w/")}, strict=True)
+    with torch.no_grad():
+        tokens = fusion([torch.from_numpy(ref["features0"]), torch.from_numpy(ref["features1"])])
+        assert tokens.shape == (2, 20, 40)
+        assert (tokens - torch.from_numpy(ref["image_tokens"])).abs().max() < 1e-5
+        mask = torch.zeros(2, 27, dtype=torch.bool)
+        mask[:, 3:23] = True     # the 4 x 5 visual tokens, from position 3
+        fusion.place(mask)
+        after = fusion._after_layer(0, None, (), torch.from_numpy(ref["hidden"]))
+        assert (after - torch.from_numpy(ref["hidden_after"])).abs().max() < 1e-5
+        assert not torch.equal(after, torch.from_numpy(ref["hidden"]))
+
+
+def sva_llm_config(model_type="llama", layers=4, **kw):
+    fusion = {"type": "sva", "grid": 4, "hidden_size": 32, "num_heads": 16, "llm_layers": 2, "llm_start": 1,
+              "llm_stride": 2, **kw}
+    config = tiny_config(fusion=fusion)
+    text = config.text_config.to_dict()
+    text.update(model_type=model_type, num_hidden_layers=layers)
+    return MofConfig.from_dict({**config.to_dict(), "text_config": text})
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2"])
+def test_sva_aggregates_the_visual_tokens_after_the_decoder_layers_it_names(model_type):
+    """After decoder layers 1 and 3 of 4 (llm_start 1, llm_stride 2) and no others, the hidden states of the visual
+    tokens, newlines left out, become the aggregation layer's output on them; every other position is untouched.
+    The positions are written out by hand: image a at 2 in row 0, at 0 in row 1, 4 x 5 tokens each."""
+    torch.manual_seed(0)
+    config = sva_llm_config(model_type)
+    model = MofForConditionalGeneration(config).eval()
+    fusion, layers = model.fusion, model.language_model.layers
+    n = config.num_visual_tokens
+    assert n == 20
+    ids = torch.tensor([[7, 8, *[3] * n, 9, 10], [*[3] * n, 11, 12, 13, 14]])
+    raw, inputs = {}, {}
+    for i, layer in enumerate(layers):   # each layer's own output (before sva's hook) and each layer's input
+        layer.register_forward_hook(lambda m, a, o, i=i: raw.__setitem__(i, o[0] if isinstance(o, tuple) else o),
+                                    prepend=True)
+        layer.register_forward_pre_hook(lambda m, a, kw, i=i: inputs.__setitem__(i, (a[0] if a else kw["hidden_states"])),
+                                        with_kwargs=True)
+    model.language_model.norm.register_forward_pre_hook(lambda m, a: inputs.__setitem__(len(layers), a[0]))
+    with torch.no_grad():
+        model(input_ids=ids, pixel_values=pixels(config))
+    starts = [2, 0]
+    queries = [(b, s + r * 5 + c) for b, s in zip((0, 1), starts) for r in range(4) for c in range(4)]
+    cells, context = fusion._vision
+    for i in range(4):
+        before, after = raw[i], inputs[i + 1]
+        if i not in (1, 3):
+            assert torch.equal(before, after), i
+            continue
+        k = (i - 1) // 2
+        expected = before.clone()
+        with torch.no_grad():
+            q = torch.stack([before[b, t] for b, t in queries]).unsqueeze(1)
+            new = fusion.llm_samplers[k](q, context, cells).squeeze(1)
+        for row, (b, t) in enumerate(queries):
+            expected[b, t] = new[row]
+        torch.testing.assert_close(after, expected)
+        changed = {(b, t) for b, t in zip(*torch.nonzero((after - before).abs().amax(-1) > 0, as_tuple=True))}
+        assert {(int(b), int(t)) for b, t in changed} == set(queries), i
+
+
+def test_sva_trains_under_gradient_checkpointing_as_without_it_and_decodes_with_a_cache():
+    """The hooks run inside the checkpointed layers: the same loss and gradients. Generation's decoding steps have
+    no images: the hooks leave them alone, and the cached greedy tokens equal a loop that recomputes everything."""
+    torch.manual_seed(0)
+    config = sva_llm_config(layers=2, llm_start=0, llm_stride=1)
+    model = MofForConditionalGeneration(config)
+    n = config.num_visual_tokens
+    ids = torch.tensor([[7, *[3] * n, 9, 10, 11], [8, 8, *[3] * n, 12, 13]])
+    px = pixels(config)
+    grads, runs = [], []
+    model.fusion.llm_samplers[0].register_forward_pre_hook(lambda *a: runs.append(1))   # (a recompute may stop early)
+    for checkpointing in (False, True):
+        model.zero_grad()
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        model.train()
+        runs.clear()
+        loss = model(input_ids=ids, pixel_values=px, labels=ids).loss
+        loss.backward()
+        assert len(runs) == 1 + checkpointing   # checkpointed: run again in the backward pass
+        grads.append((loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
+    (loss0, g0), (loss1, g1) = grads
+    torch.testing.assert_close(loss0, loss1)
+    assert g0.keys() == g1.keys() and any(k.startswith("model.fusion.llm_samplers") for k in g0)
+    for k in g0:
+        torch.testing.assert_close(g0[k], g1[k], msg=k)
+    model.gradient_checkpointing_disable()
+    model.eval()
+    prompt = ids[:1, :n + 2]
+    with torch.no_grad():
+        cached = model.generate(input_ids=prompt, pixel_values=[p[:1] for p in px], max_new_tokens=4, do_sample=False,
+                                pad_token_id=0)[0, prompt.shape[1]:]
+        seq = prompt
+        for _ in range(4):
+            logits = model(input_ids=seq, pixel_values=[p[:1] for p in px]).logits
+            seq = torch.cat([seq, logits[:, -1:].argmax(-1)], dim=1)
+    assert cached.tolist() == seq[0, prompt.shape[1]:].tolist()
+
+
+def test_sva_checks_its_layers_against_the_llm():
+    with pytest.raises(ValueError, match=r"follow decoder layers 1..5 .* the LLM has 4"):
+        MofForConditionalGeneration(sva_llm_config(llm_layers=3))
+    with pytest.raises(ValueError, match="side 3 does not divide encoder clip's 8x8"):
+        sva_llm_config(query_groups=[4, 3])
+    assert sva_llm_config(newline=False, llm_layers=0).num_visual_tokens == 16
 
 
 def test_prismatic_fused_projector():

@@ -883,7 +883,7 @@ def test_clean_error_tar_shard_with_two_members_of_one_name(tmp_path):
 
 @pytest.mark.parametrize("content,message", [
     (b"\x00garbage" * 100, r"garbage.tar: not a readable tar shard"),
-    (None, r"list.txt: not UTF-8 text"),
+    (None, r"list.txt:2: not UTF-8 text \(byte 0 of the line\)"),
 ], ids=["clean_error-garbage_tar", "clean_error-non_utf8_list"])
 def test_clean_error_unreadable_image_sources(tmp_path, content, message):
     from mof.mining.sources import SourceError, list_images

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from helpers import run_script
-from mof.mining.embed import load_shards
+from mof.mining.embed import Embedded
 from mof.mining.search import blind_pairs, brute_force_pairs
 from mof.mining.sources import SourceError, list_images
 
@@ -52,6 +52,24 @@ def test_search_finds_exactly_the_brute_force_pairs(index):
     assert all(a < b for a, b in pairs.tolist()) and np.all(np.diff(c - d) <= 1e-7)  # once each, by gap
     assert np.all(c > 0.95) and np.all(d < 0.6)
 
+
+def test_the_index_moves_to_every_gpu_faiss_sees_before_it_is_filled(monkeypatch):
+    """FAISS on GPUs where present: the trained, empty index goes to `index_cpu_to_all_gpus` and is filled there.
+    Only the wiring is tested: this machine has no GPU and faiss-cpu (a GPU FAISS run is not measured here)."""
+    import faiss
+
+    moved = []
+
+    def to_gpus(index):
+        moved.append((type(index).__name__, index.ntotal, index.is_trained))
+        return index   # stands in for the GPU index: the same interface
+
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", to_gpus)
+    clip, dino = clustered()
+    pairs = blind_pairs(clip, dino, 0.95, 0.6, k=len(clip) - 1, flat_max=0, nlist=8, nprobe=8)[0]
+    assert moved == [("IndexIVFFlat", 0, True)]
+    assert set(map(tuple, pairs.tolist())) == brute_force_pairs(clip, dino, 0.95, 0.6)
 
 def test_pairs_streamed_to_disk_in_chunks_and_buckets_are_the_brute_force_pairs_in_order(tmp_path):
     """mine.py's path: each rank's query chunks written to disk, blind pairs scored a bucket of first images at a
@@ -206,11 +224,98 @@ def test_shards_are_read_as_one_memory_mapped_matrix(tmp_path):
             rows[np.asarray(outside)]
 
 
+def test_image_list_is_written_a_shard_at_a_time_and_keyed_as_before(tmp_path):
+    """The listing never holds the collection: shard k's file exists before image k * size + size is even listed.
+    Its keys are the hashes of each shard's ids joined by newlines, and of all ids (what manifests already hold, so
+    embeddings made before are reused); a name that is not UTF-8 is set aside and counted."""
+    import hashlib
+
+    from mof.mining.sources import ImageList, ImageRef
+
+    folder = tmp_path / "list"
+    names = [f"img{i:03d}.jpg" for i in range(10)]
+    bad = ImageRef("b\udcffd.jpg", "b\udcffd.jpg")   # how the file system hands over a name that is not UTF-8
+
+    def refs():
+        for i, name in enumerate(names):
+            if i and i % 4 == 0:   # a shard is written before the next image is asked for
+                assert (folder / f"{i // 4 - 1:05d}.json").is_file()
+                assert not (folder / f"{i // 4:05d}.json").exists()
+            if i == 5:
+                yield bad
+            yield ImageRef(name, f"/data/{name}", None if i < 8 else 512 * i, None if i < 8 else 99)
+
+    images = ImageList.write(refs(), folder, 4)
+    sha = lambda t: hashlib.sha256(t.encode()).hexdigest()   # noqa: E731
+    assert images.sizes == [4, 4, 2] and len(images) == 10 and images.set_aside == 1
+    assert images.first_set_aside == bad.id
+    assert images.keys == [sha("\n".join(names[s:s + 4])) for s in (0, 4, 8)]
+    assert images.ids_sha256 == sha("\n".join(names))
+    assert images.shard(2) == [ImageRef("img008.jpg", "/data/img008.jpg", 4096, 99),
+                               ImageRef("img009.jpg", "/data/img009.jpg", 4608, 99)]
+    # listed again by another rank: the same files are left as they are
+    before = [(folder / f"{s:05d}.json").stat().st_ino for s in range(3)]
+    again = ImageList.write((ImageRef(n, f"/data/{n}", None if i < 8 else 512 * i, None if i < 8 else 99)
+                             for i, n in enumerate(names)), folder, 4)
+    assert [(folder / f"{s:05d}.json").stat().st_ino for s in range(3)] == before and again.keys == images.keys
+    # looked up by shard, the last `cache` shards kept
+    images.cache = 2
+    assert images.by_id(1)["img005.jpg"].path == "/data/img005.jpg"
+    images.by_id(0), images.by_id(2)
+    assert list(images._read) == [0, 2]
+
+
+def test_a_folder_is_walked_in_sorted_rglob_order(tmp_path):
+    """Names that sort differently as strings and as paths (`a.jpg` < `a/x.jpg` as strings, not as paths)."""
+    from mof.mining.sources import IMAGE_SUFFIXES, list_images
+
+    for name in ("a.jpg", "a/x.jpg", "a/b/c.PNG", "a b.png", "a-b/y.jpg", "B.png", "z/notes.txt", "z/0.webp",
+                 "a0.jpg", "a/b.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    expected = [str(p) for p in sorted(tmp_path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    assert [r.id for r in list_images(tmp_path)] == expected and len(expected) == 9
+
+
+def test_embedded_rows_are_looked_up_shard_by_shard(tmp_path):
+    """Ids, file hashes and where to read each image, by row, across shards (one empty, images skipped); identical
+    files grouped by their full hash, not only the 64-bit key (a key shared by two different files is no group)."""
+    from mof.mining.sources import ImageList, ImageRef
+
+    emb = tmp_path / "embeddings"
+    listed = [[f"s{s}-{k}.png" for k in range(3)] for s in range(3)]
+    kept = [listed[0], [], [listed[2][0], listed[2][2]]]    # shard 1 unreadable whole, one image of shard 2 skipped
+    h = {"s0-0.png": "aa" * 20, "s0-1.png": "bb" * 20, "s0-2.png": "aa" * 20,
+         "s2-0.png": "cc" * 8 + "00" * 12, "s2-2.png": "cc" * 8 + "11" * 12}   # the last two: one key, two files
+    for kind in ("ids", "clip", "dino"):
+        (emb / kind).mkdir(parents=True)
+    for s, ids in enumerate(kept):
+        (emb / "ids" / f"{s:05d}.json").write_text(json.dumps(
+            {"ids": ids, "hashes": [h[i] for i in ids], "skipped": {"unreadable": 3 - len(ids)}}))
+        for kind in ("clip", "dino"):
+            np.save(emb / kind / f"{s:05d}.npy", np.full((len(ids), 2), s, np.float16))
+    images = ImageList.write((ImageRef(i, f"/src/{i}") for ids in listed for i in ids), emb / "list", 3)
+    e = Embedded(emb, 3, images)
+    assert len(e) == 5 and e.skipped == {"unreadable": 4} and e.keys.dtype == np.uint64
+    assert e.ids([4, 0, 3, 4]) == ["s2-2.png", "s0-0.png", "s2-0.png", "s2-2.png"]
+    assert e.hashes([1]) == ["bb" * 20] and [r.path for r in e.refs([3, 2])] == ["/src/s2-0.png", "/src/s0-2.png"]
+    assert e.identical_files() == [[0, 2]] and int(e.keys[3]) == int(e.keys[4]) == int("cc" * 8, 16)
+    assert np.asarray(e.clip)[:, 0].tolist() == [0, 0, 0, 2, 2]
+    with pytest.raises(IndexError):
+        e.ids([5])
+
+
+def _embedded(folder, shards):
+    """Every embedded image's id, and both encoders' rows, as arrays."""
+    e = Embedded(folder, shards)
+    return e.ids(np.arange(len(e))), np.asarray(e.clip), np.asarray(e.dino)
+
+
 @pytest.mark.slow
 def test_sharded_embedding_resumes_and_two_processes_agree(tmp_path, data_dir):
     one = tmp_path / "one"
     _mine(one, data_dir, "shard_size=16")
-    ids, _, _, clip, dino = load_shards(one / "embeddings", 5)
+    ids, clip, dino = _embedded(one / "embeddings", 5)
     clip, dino = np.asarray(clip), np.asarray(dino)   # read now: shard 3 is computed again below
     assert len(ids) == 72
     # a finished run is never replaced by the same command again
@@ -225,12 +330,12 @@ def test_sharded_embedding_resumes_and_two_processes_agree(tmp_path, data_dir):
     _mine(one, data_dir, "shard_size=16")
     summary = json.loads((one / "summary.json").read_text())
     assert summary["shards"] == 5 and summary["shards_computed"] == 1
-    assert np.array_equal(load_shards(one / "embeddings", 5)[3], clip)
+    assert np.array_equal(_embedded(one / "embeddings", 5)[1], clip)
     # Lightning predict on two processes (gloo): each shard written once, the same embeddings; the search split
     # between the two ranks (each its half of the queries against the whole index): the same pairs
     two = tmp_path / "two"
     _mine(two, data_dir, "shard_size=16", "trainer.devices=2", "trainer.strategy=ddp")
-    ids2, _, _, clip2, dino2 = load_shards(two / "embeddings", 5)
+    ids2, clip2, dino2 = _embedded(two / "embeddings", 5)
     assert ids2 == ids and np.array_equal(clip2, clip) and np.array_equal(dino2, dino)
     assert json.loads((two / "summary.json").read_text())["search_ranks"] == 2
     halves = [np.load(two / "search" / f"candidates-of2-rank{r:05d}-chunk00000.npy") for r in (0, 1)]
@@ -303,7 +408,7 @@ def test_resume_recomputes_shards_made_from_other_images_or_encoders(tmp_path, d
     assert summary["embedded"] == 4 and summary["shards_computed"] == 1
     assert summary["shards_recomputed"] == {"images changed": 1}
     assert "1 of 1 shards computed again (1 images changed)" in proc.stdout
-    assert len(load_shards(run / "embeddings", 1)[0]) == 4
+    assert len(Embedded(run / "embeddings", 1)) == 4
     # the same images through another encoder: computed again, never mixed
     proc = _mine(run, data_dir, f"images={src}", "overwrite=true", f"encoders.dino={TINY_ENCODERS['clip']}")
     summary = json.loads((run / "summary.json").read_text())
@@ -350,17 +455,15 @@ def test_copies_are_set_aside_and_one_image_cannot_fill_the_review(tmp_path):
         Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8)).resize((64, 64), Image.NEAREST).save(src / f"{k}.png")
     Image.open(src / "0.png").resize((58, 58), Image.BILINEAR).save(src / "3.jpg", quality=60)   # a copy of 0.png
     refs = list_images(str(src))
-    ids = [r.id for r in refs]
-    by_id = {r.id: r for r in refs}
-    at = {Path(i).name: n for n, i in enumerate(ids)}
+    at = {Path(r.id).name: n for n, r in enumerate(refs)}
     pairs = np.asarray([[at["0.png"], at["3.jpg"]], [at["0.png"], at["1.png"]], [at["1.png"], at["2.png"]]])
     rows = [(a, b, 0.9, 0.1) for a, b in pairs.tolist()]   # in order, as search.in_order gives them
-    kept, c, _, near, checked = set_aside_copies(iter(rows), ids, by_id, 0.4, limit=10)
+    kept, c, _, near, checked = set_aside_copies(iter(rows), refs.__getitem__, 0.4, limit=10)
     assert [(a, b) for a, b, _ in near] == [(at["0.png"], at["3.jpg"])] and kept.tolist() == pairs[1:].tolist()
     assert c.tolist() == [np.float32(0.9)] * 2
-    assert len(set_aside_copies(iter(rows), ids, by_id, None, limit=10)[0]) == 3
-    assert set_aside_copies(iter(rows), ids, by_id, None, limit=2)[0].tolist() == pairs[:2].tolist()
-    assert checked == 3 and set_aside_copies(iter(rows), ids, by_id, 0.4, limit=1)[4] == 2   # the copy, then one kept
+    assert len(set_aside_copies(iter(rows), refs.__getitem__, None, limit=10)[0]) == 3
+    assert set_aside_copies(iter(rows), refs.__getitem__, None, limit=2)[0].tolist() == pairs[:2].tolist()
+    assert checked == 3 and set_aside_copies(iter(rows), refs.__getitem__, 0.4, limit=1)[4] == 2   # the copy, then one kept
     hub = np.asarray([[0, 1], [0, 2], [0, 3], [4, 5], [1, 2], [0, 6]])
     assert cap_per_image(hub, 2).tolist() == [0, 1, 3, 4] and cap_per_image(hub, None).tolist() == list(range(6))
 

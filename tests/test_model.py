@@ -232,13 +232,14 @@ def test_resample_aligns_different_patch_sizes():
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"fusion": "sum"}, "unknown fusion type 'sum'; known: none, additive, interleaved, concat, sva"),
+    ({"fusion": "sum"}, "unknown fusion type 'sum'; known: none, additive, interleaved, concat, sva, sva_connector"),
     ({"fusion": {"type": "interleaved", "alpha": 0.5}}, r"no option\(s\) \['alpha'\]; its options are \['resample'\]"),
     ({"projector_type": "mlp3x"}, "unknown projector 'mlp3x'; known: linear, mlp2x_gelu, fused_gelu_mlp"),
     ({"alpha": 1.5, "fusion": "additive"}, "alpha"),  # the flat keys of configs saved before the fusion section
     ({"fusion": {"type": "additive", "alpha": 1.5}}, "fusion.alpha"),
     ({"fusion": {"type": "additive", "mix_weights": [0.5, 0.6]}}, "summing to 1"),
     ({"fusion": {"type": "sva", "grid": 3}}, "3 does not divide encoder clip's 8x8"),
+    ({"fusion": {"type": "sva_connector", "grid": 3}}, "3 does not divide encoder clip's 8x8"),
 ])
 def test_bad_configs_raise_clear_errors(change, message):
     with pytest.raises(ValueError, match=message):

@@ -14,7 +14,8 @@ from mof.checkpoints.layout import LIGHTNING_PREFIXES, migrate_legacy_keys
 from mof.model.loss import causal_lm_loss
 from mof.training.run import train
 
-FUSIONS = ["none", "additive", "interleaved", "concat", {"type": "sva", "grid": 4}]
+FUSIONS = ["none", "additive", "interleaved", "concat", {"type": "sva_connector", "grid": 4},
+           {"type": "sva", "grid": 4, "hidden_size": 32, "llm_layers": 1, "llm_start": 1}]   # sva: inside the LLM too
 
 
 def samples(config, spec=((30, True), (12, False), (50, True), (7, False), (25, True)), seed=1):

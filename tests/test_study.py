@@ -84,3 +84,29 @@ def test_short_study_runs_end_to_end_and_continues_from_its_cache(tmp_path, data
     reproduce(cfg)
     printed = capsys.readouterr().out
     assert "running" not in printed and printed.count("cached") == 4
+
+
+def test_study_steps_run_side_by_side_with_the_cores_shared(tmp_path, data_dir):
+    """`parallel: 2`: two steps run at once (each waits until the other has started, which one after the other
+    never happens), each told to use half the cores; a failed step fails the study after the other ends."""
+    import os
+
+    from mof.study.run import Study, StudyStepFailed
+
+    cfg = compose_cfg("reproduce", tmp_path / "study", data_dir)
+    study = Study(cfg)
+    wait = ("import os, sys, time, pathlib; d = pathlib.Path(sys.argv[1]); (d / sys.argv[2]).touch(); "
+            "t = time.time()\nwhile len(list(d.glob('started-*'))) < 2 and time.time() - t < 60: time.sleep(0.05)\n"
+            "assert len(list(d.glob('started-*'))) == 2, 'ran alone'\n"
+            "(d / sys.argv[2].replace('started', 'threads')).write_text(os.environ.get('OMP_NUM_THREADS', 'unset'))")
+    steps = [(name, ["-c", wait, str(tmp_path), f"started-{name}"], tmp_path / f"threads-{name}") for name in "ab"]
+    study.run_all(steps, parallel=2)
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    assert [(tmp_path / f"threads-{n}").read_text() for n in "ab"] == [threads, threads]
+    assert set(json.loads((tmp_path / "study" / "timing.json").read_text())) == {"a", "b"}
+    touch = "import pathlib, sys; pathlib.Path(sys.argv[1]).touch()"
+    fail = [("bad", ["-c", "raise SystemExit(3)"], tmp_path / "never"),
+            ("good", ["-c", touch, str(tmp_path / "good")], tmp_path / "good")]
+    with pytest.raises(StudyStepFailed, match="bad failed"):
+        study.run_all(fail, parallel=2)
+    assert "good" in json.loads((tmp_path / "study" / "timing.json").read_text())

@@ -134,11 +134,14 @@ def test_recall_bench_measures_ivf_on_the_tiny_clip_and_its_mixture(tmp_path):
                cwd=tmp_path)
     text = (tmp_path / "BENCHMARKS.md").read_text()
     stages = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "GiB" not in line]
-    assert stages[-6] == "write shards (float16, as embedding does)"
-    assert stages[-5].startswith("load 10 shards (memory-mapped")
-    assert stages[-4] == "for comparison: both matrices loaded whole (float32)"
-    assert stages[-3].startswith("search: IVF-Flat nlist 16") and stages[-1].startswith("the best 1,000 pairs read back")
-    found = [int(s.split("(")[-1].split()[0].replace(",", "")) for s in stages[-3:-1]]
+    assert stages[-9] == "list 5,000 images from a text file of paths, a shard at a time to disk"
+    assert stages[-8] == "for comparison: the same list held in memory (as mine.py did before)"
+    assert stages[-7] == "write shards (float16, as embedding does)"
+    assert stages[-6].startswith("load 10 shards (memory-mapped")
+    assert stages[-5] == "for comparison: both matrices loaded whole (float32)"
+    assert stages[-4].startswith("search: IVF-Flat nlist 16") and stages[-2].startswith("the best 1,000 pairs read back")
+    assert stages[-1] == "their 2,000 ids looked up by row (the shards they fall in read, 8 kept)"
+    found = [int(s.split("(")[-1].split()[0].replace(",", "")) for s in stages[-4:-2]]
     assert found[0] >= found[1] > 0    # pairs found from both their images are counted once among the blind ones
     recall = float(text.rsplit("nearest neighbours: ", 1)[1].split()[0])
     assert 0.5 <= recall <= 1.0

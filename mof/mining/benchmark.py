@@ -13,7 +13,7 @@ from ..evaluation.benchmarks.base import csv_records
 from ..evaluation.benchmarks.mmvp import write_mmvp
 from ..evaluation.scoring import parse_options
 from .outputs import REVIEW_COLUMNS
-from .sources import list_images
+from .sources import iter_images
 
 
 class ReviewError(MofError, ValueError):
@@ -56,8 +56,10 @@ def build_benchmark(run: Path, reviewed: Path | None = None, out: Path | None = 
         raise ReviewError(f"{run}: no summary.json; expected the folder of a finished mine.py run")
     summary = json.loads(summary_file.read_text())
     rows = reviewed_rows(reviewed)
-    refs = {r.id: r for r in list_images(summary.get("image_list") or summary["images"], summary.get("image_root"))}
-    missing = sorted({i for r in rows for i in (r["image_a"], r["image_b"]) if i not in refs})
+    wanted = {i for r in rows for i in (r["image_a"], r["image_b"])}   # the collection listed again, these kept
+    refs = {r.id: r for r in iter_images(summary.get("image_list") or summary["images"], summary.get("image_root"))
+            if r.id in wanted}
+    missing = sorted(wanted - set(refs))
     if missing:
         raise ReviewError(f"{reviewed}: images not in the run's collection: {', '.join(missing[:5])}")
     refuse_finished(out, ["Questions.csv"], overwrite)

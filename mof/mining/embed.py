@@ -1,6 +1,8 @@
-"""The embedding stage: every image through both encoders, written as shards (`embeddings/{clip,dino}/NNNNN.npy`,
-float16, and `embeddings/ids/NNNNN.json`: ids, file hashes, skips, and the keys below). Runs as Lightning
-`Trainer.predict` with a prediction writer, on `trainer.devices` x `trainer.num_nodes` (each shard goes to one rank).
+"""The embedding stage: every image of the run's list (`embeddings/list/`, `sources.ImageList`) through both
+encoders, written as shards (`embeddings/{clip,dino}/NNNNN.npy`, float16, and `embeddings/ids/NNNNN.json`: ids,
+file hashes, skips, and the keys below). Runs as Lightning `Trainer.predict` with a prediction writer, on
+`trainer.devices` x `trainer.num_nodes` (each shard goes to one rank). `Embedded` reads it all back without holding
+the collection's names: rows memory-mapped, one 64-bit key per file, names looked up by row.
 
 Resume: a shard is reused only if it was computed from the same images in the same order (a hash of its image ids)
 by the same setup (a hash of the shard size and of each encoder's weights, config and preprocessing); any other
@@ -13,7 +15,7 @@ import hashlib
 import io
 import json
 import os
-from collections import Counter
+from collections import Counter, OrderedDict
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -24,7 +26,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.images import ImageError, decode_image
 from .embedders import Embedder
-from .sources import ImageRef
+from .search import file_keys
+from .sources import ImageList, ImageRef
 
 KINDS = ("clip", "dino")
 RECORD_VERSION = 1  # the layout of a shard's ids file; a change recomputes old shards
@@ -32,11 +35,6 @@ RECORD_VERSION = 1  # the layout of a shard's ids file; a change recomputes old 
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def shard_keys(refs: list[ImageRef], shard_size: int) -> list[str]:
-    """Per shard, the hash of its ordered image ids."""
-    return [_sha("\n".join(r.id for r in refs[s:s + shard_size])) for s in range(0, len(refs), shard_size)]
 
 
 def shard_state(out: Path, shard: int, images_key: str, setup_key: str) -> str:
@@ -56,8 +54,8 @@ def shard_state(out: Path, shard: int, images_key: str, setup_key: str) -> str:
 class Shards(Dataset):
     """Item k: the k-th pending shard's images, decoded and prepared for both encoders (unreadable ones skipped)."""
 
-    def __init__(self, refs: list[ImageRef], shard_size: int, pending: list[int], processors: dict):
-        self.refs, self.shard_size, self.pending, self.processors = refs, shard_size, pending, processors
+    def __init__(self, images: ImageList, pending: list[int], processors: dict):
+        self.images, self.pending, self.processors = images, pending, processors
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -65,7 +63,7 @@ class Shards(Dataset):
     def __getitem__(self, k: int) -> dict:
         shard = self.pending[k]
         images, ids, hashes, skipped = [], [], [], Counter()
-        for ref in self.refs[shard * self.shard_size:(shard + 1) * self.shard_size]:
+        for ref in self.images.shard(shard):
             try:  # decoded as training decodes: EXIF, alpha, size limits checked before decoding
                 data = ref.read_bytes()
                 images.append(decode_image(io.BytesIO(data), ref.id))
@@ -150,15 +148,15 @@ def atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def embed_all(refs: list[ImageRef], out: Path, encoders: dict[str, str], shard_size: int, batch_size: int,
+def embed_all(images: ImageList, out: Path, encoders: dict[str, str], shard_size: int, batch_size: int,
               num_workers: int, trainer_kwargs: dict) -> dict:
-    """Embed the shards not computed yet by this setup from these images; returns what ran (`shards`, `pending`,
-    `recomputed`: shards whose old files did not match, by reason)."""
+    """Embed the shards of `images` (listed `shard_size` a shard) not computed yet by this setup; returns what ran
+    (`shards`, `pending`, `recomputed`: shards whose old files did not match, by reason)."""
     embedders = {kind: Embedder(ref) for kind, ref in encoders.items()}
     setup = {"record": RECORD_VERSION, "shard_size": shard_size,
              "encoders": {kind: e.identity() for kind, e in embedders.items()}}
     setup_key = _sha(json.dumps(setup, sort_keys=True))
-    keys = shard_keys(refs, shard_size)
+    keys = images.keys
     n_shards = len(keys)
     states = [shard_state(out, s, keys[s], setup_key) for s in range(n_shards)]
     pending = [s for s, state in enumerate(states) if state != "done"]
@@ -167,18 +165,18 @@ def embed_all(refs: list[ImageRef], out: Path, encoders: dict[str, str], shard_s
         print(f"mine: embeddings in {out}: {sum(recomputed.values())} of {n_shards} shards computed again ("
               + ", ".join(f"{n} {why}" for why, n in recomputed.items()) + "); old embeddings are never mixed in")
     # the trainer is made even when every shard is reused: its launcher starts the ranks that share the search
-    data = Shards(refs, shard_size, pending, {k: e.processor for k, e in embedders.items()})
+    data = Shards(images, pending, {k: e.processor for k, e in embedders.items()})
     loader = DataLoader(data, batch_size=None, num_workers=num_workers if pending else 0)
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False,
                          enable_progress_bar=False, callbacks=[ShardWriter(out, keys, setup_key)], **trainer_kwargs)
-    sizes = [len(refs[s * shard_size:(s + 1) * shard_size]) for s in pending]
+    sizes = [images.sizes[s] for s in pending]
     trainer.predict(EmbedModule(embedders, batch_size, sizes), dataloaders=loader, return_predictions=False)
     trainer.strategy.barrier("mof-embed")      # every rank's shards are written
     ran = {"shards": n_shards, "pending": len(pending), "recomputed": recomputed, "rank": trainer.global_rank,
            "world": trainer.world_size, "barrier": trainer.strategy.barrier}
     if not trainer.is_global_zero:
         return ran
-    manifest = {"version": 1, "images": {"count": len(refs), "ids_sha256": _sha("\n".join(r.id for r in refs))},
+    manifest = {"version": 1, "images": {"count": len(images), "ids_sha256": images.ids_sha256},
                 "shards": n_shards, **setup, "setup_sha256": setup_key}
     atomic_write(out / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
     return ran
@@ -226,13 +224,74 @@ class ShardedRows:
             yield int(start), np.asarray(part, dtype=np.float32)
 
 
-def load_shards(out: Path, n_shards: int) -> tuple[list[str], list[str], dict, ShardedRows, ShardedRows]:
-    """ids, hashes, skip counts and both encoders' embeddings of all shards, in order (memory-mapped rows)."""
-    ids, hashes, skipped = [], [], Counter()
-    for s in range(n_shards):
-        record = json.loads((out / "ids" / f"{s:05d}.json").read_text())
-        ids += record["ids"]
-        hashes += record["hashes"]
-        skipped.update(record["skipped"])
-    clip, dino = (ShardedRows([out / kind / f"{s:05d}.npy" for s in range(n_shards)]) for kind in KINDS)
-    return ids, hashes, dict(skipped), clip, dino
+class Embedded:
+    """What embedding wrote, read back without holding the collection's names: both encoders' rows memory-mapped
+    (`clip`, `dino`), a 64-bit key per file (`keys`, 8 bytes an image), and the skip counts. Ids, file hashes and
+    where each image is read from are looked up by row (`ids`, `hashes`, `refs`), reading only the shards the rows
+    fall in (the last `cache` shards read are kept)."""
+
+    def __init__(self, out: Path, n_shards: int, images: ImageList | None = None, cache: int = 8):
+        self.out, self.images, self.cache = Path(out), images, cache
+        self._records: OrderedDict[int, dict] = OrderedDict()
+        counts, keys, skipped = [], [], Counter()
+        for s in range(n_shards):   # one pass over the ids files, none of them kept
+            record = json.loads((self.out / "ids" / f"{s:05d}.json").read_text())
+            counts.append(len(record["ids"]))
+            keys.append(file_keys(record["hashes"]))
+            skipped.update(record["skipped"])
+        self.offsets = np.cumsum([0] + counts)
+        self.keys = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+        self.skipped = dict(skipped)
+        self.clip, self.dino = (ShardedRows([self.out / kind / f"{s:05d}.npy" for s in range(n_shards)]) for kind in KINDS)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _record(self, shard: int) -> dict:
+        if shard not in self._records:
+            self._records[shard] = json.loads((self.out / "ids" / f"{shard:05d}.json").read_text())
+            while len(self._records) > self.cache:
+                self._records.popitem(last=False)
+        self._records.move_to_end(shard)
+        return self._records[shard]
+
+    def _field(self, rows, name: str) -> list:
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"rows {rows.min()}..{rows.max()} of {len(self)} embedded images")
+        shards = np.searchsorted(self.offsets, rows, side="right") - 1
+        out = [None] * len(rows)
+        for s in np.unique(shards).tolist():   # each shard read once, its rows taken together
+            at = np.flatnonzero(shards == s)
+            values = self._record(s)[name]
+            for n, r in zip(at.tolist(), (rows[at] - self.offsets[s]).tolist()):
+                out[n] = values[r]
+        return out
+
+    def ids(self, rows) -> list[str]:
+        return self._field(rows, "ids")
+
+    def hashes(self, rows) -> list[str]:
+        return self._field(rows, "hashes")
+
+    def refs(self, rows) -> list[ImageRef]:
+        """Where each row's image is read from (the run's `ImageList`: its shard s is embedded shard s)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        shards = np.searchsorted(self.offsets, rows, side="right") - 1
+        return [self.images.by_id(int(s))[i] for s, i in zip(shards, self.ids(rows))]
+
+    def identical_files(self) -> list[list[int]]:
+        """The groups of rows whose files are the same bytes (equal SHA-1), each in row order, ordered by their first
+        row: a sort of the 64-bit keys, then the full hashes of the rows whose keys are equal."""
+        order = np.argsort(self.keys, kind="stable")
+        keys = self.keys[order]
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
+        sizes = np.diff(np.r_[starts, len(keys)])
+        groups = []
+        for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
+            rows = np.sort(order[start:start + size])
+            by_hash: dict[str, list[int]] = {}
+            for row, h in zip(rows.tolist(), self.hashes(rows)):
+                by_hash.setdefault(h, []).append(row)
+            groups += [g for g in by_hash.values() if len(g) > 1]
+        return sorted(groups)

@@ -25,11 +25,8 @@ def write_pairs(out: Path, ids: list[str], pairs, clip, dino) -> None:
             w.writerow([ids[a], ids[b], f"{c:.6f}", f"{d:.6f}"])
 
 
-def write_duplicates(out: Path, ids: list[str], hashes: list[str]) -> list[list[str]]:
-    groups = {}
-    for i, h in zip(ids, hashes):
-        groups.setdefault(h, []).append(i)
-    dups = [g for g in groups.values() if len(g) > 1]
+def write_duplicates(out: Path, dups: list[list[str]]) -> list[list[str]]:
+    """`duplicates.csv`: each group of identical files (`Embedded.identical_files`), by the images' ids."""
     with open(out / "duplicates.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["group", "image"])

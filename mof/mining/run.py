@@ -15,13 +15,13 @@ from omegaconf import OmegaConf
 from ..errors import refuse_finished
 from ..model.presets import TINY_ENCODERS
 from ..evaluation.benchmarks.synthetic import synthetic_benchmark_root
-from .embed import embed_all, load_shards
+from .embed import Embedded, embed_all
 from .outputs import (write_benchmark_skeleton, write_contact_sheet, write_duplicates, write_near_duplicates,
                       write_pairs, write_review, write_summary)
-from .search import (blind_files, candidate_files, cap_per_image, count_rows, file_keys, in_order, is_copy, thumbnail,
+from .search import (blind_files, candidate_files, cap_per_image, count_rows, in_order, is_copy, thumbnail,
                      write_blind_pairs, write_candidates)
 from .settings import check_settings
-from .sources import SourceError, list_images, without_unwritable_names
+from .sources import ImageList, SourceError, iter_images
 
 
 def search_on_every_rank(folder: Path, clip, dino, keys, cfg, ran: dict) -> tuple[list[Path], int] | None:
@@ -40,12 +40,13 @@ def search_on_every_rank(folder: Path, clip, dino, keys, cfg, ran: dict) -> tupl
     return blind, count_rows(blind)
 
 
-def set_aside_copies(rows, ids, by_id, max_diff: float | None, limit: int):
+def set_aside_copies(rows, ref_of, max_diff: float | None, limit: int):
     """The first `limit` blind pairs of `rows` (`(i, j, clip cosine, dino cosine)` in order, as `search.in_order`
     gives them) that are not resized or re-encoded copies (`search.is_copy` on the images as decoded for the
     encoders), as arrays `(pairs, c, d)`, and the copies as `(i, j, largest cell difference)`. Pairs are checked in
     order until `limit` are kept (a loop over images read again, each once: bounded by `max_pairs`, not by the
-    collection). Also returns how many pairs were checked: copies among the pairs after them are not looked for."""
+    collection; `ref_of(row)` says where an image is read from). Also returns how many pairs were checked: copies
+    among the pairs after them are not looked for."""
     from ..data.images import decode_image
 
     thumbs, kept, near = {}, [], []
@@ -53,7 +54,8 @@ def set_aside_copies(rows, ids, by_id, max_diff: float | None, limit: int):
     def thumb(i):
         if i not in thumbs:
             try:
-                thumbs[i] = thumbnail(decode_image(io.BytesIO(by_id[ids[i]].read_bytes()), ids[i]))
+                ref = ref_of(i)
+                thumbs[i] = thumbnail(decode_image(io.BytesIO(ref.read_bytes()), ref.id))
             except Exception:  # noqa: BLE001 - gone since it was embedded: not a copy we can show
                 thumbs[i] = None
         return thumbs[i]
@@ -83,37 +85,42 @@ def mine(cfg) -> dict | None:
     if spec == "synthetic":
         spec = str(synthetic_benchmark_root(cfg.paths.data_dir, pairs_per_pattern=cfg.synthetic.pairs_per_pattern)
                    / "MMVP Images")
-    refs, unwritable = without_unwritable_names(list_images(spec, cfg.get("image_root")))
-    if unwritable:
-        print(f"mine: {len(unwritable)} images skipped: their file names are not UTF-8 (the first: "
-              f"{os.fsencode(unwritable[0].id)!r})", file=sys.stderr)
-    if not refs:
+    # listed a shard at a time into embeddings/list/ (every rank lists the same images, and rewrites no file)
+    images = ImageList.write(iter_images(spec, cfg.get("image_root")), out / "embeddings" / "list", cfg.shard_size)
+    if images.set_aside:
+        print(f"mine: {images.set_aside} images skipped: their file names are not UTF-8 (the first: "
+              f"{os.fsencode(images.first_set_aside)!r})", file=sys.stderr)
+    if not len(images):
         raise SourceError(f"images: no images found in {cfg.images}")
     timing["list_s"] = time.perf_counter() - t0
     # `encoders=tiny` (both) or `encoders.clip=tiny`: the tiny CLIP and DINO that mof pre-trains and ships
     chosen = {"clip": "tiny", "dino": "tiny"} if cfg.encoders == "tiny" else cfg.encoders
     encoders = {kind: TINY_ENCODERS[kind] if ref == "tiny" else str(ref) for kind, ref in chosen.items()}
     t0 = time.perf_counter()
-    ran = embed_all(refs, out / "embeddings", encoders, cfg.shard_size, cfg.batch_size, cfg.num_workers,
+    ran = embed_all(images, out / "embeddings", encoders, cfg.shard_size, cfg.batch_size, cfg.num_workers,
                     OmegaConf.to_container(cfg.trainer, resolve=True))
     timing["embed_s"] = time.perf_counter() - t0
-    ids, hashes, skipped, clip, dino = load_shards(out / "embeddings", ran["shards"])
-    if unwritable:
-        skipped = {**skipped, "name_not_utf8": len(unwritable)}
+    embedded = Embedded(out / "embeddings", ran["shards"], images)
+    skipped = {**embedded.skipped, **({"name_not_utf8": images.set_aside} if images.set_aside else {})}
     t0 = time.perf_counter()
-    searched_by_ranks = search_on_every_rank(out / "search", clip, dino, file_keys(hashes), cfg, ran)
+    searched_by_ranks = search_on_every_rank(out / "search", embedded.clip, embedded.dino, embedded.keys, cfg, ran)
     if searched_by_ranks is None:   # not rank 0: its part of the search and of the scoring is written
         return None
     blind, searched = searched_by_ranks   # on disk; the best `max_pairs` (less copies) are read back in order
-    by_id = {r.id: r for r in refs}
-    pairs, c, d, near, checked = set_aside_copies(in_order(blind), ids, by_id, cfg.near_duplicate_max_diff,
-                                                  cfg.max_pairs)
+    pairs, c, d, near, checked = set_aside_copies(in_order(blind), lambda i: embedded.refs([i])[0],
+                                                  cfg.near_duplicate_max_diff, cfg.max_pairs)
     found = searched - len(near)   # copies are looked for until max_pairs pairs are kept: `copies_checked` says how far
     shown = cap_per_image(pairs, cfg.review.max_pairs_per_image)   # review, contact sheet and benchmark
     timing["search_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    # the names of the rows written (pairs, copies, identical files), looked up shard by shard
+    groups = embedded.identical_files()
+    rows = np.unique(np.concatenate([pairs.reshape(-1), np.asarray([r for a, b, _ in near for r in (a, b)], np.int64),
+                                     np.asarray([r for g in groups for r in g], np.int64)]))
+    ids = dict(zip(rows.tolist(), embedded.ids(rows)))
+    by_id = {r.id: r for r in embedded.refs(np.unique(pairs[shown]))}
     write_pairs(out, ids, pairs, c, d)
-    duplicates = write_duplicates(out, ids, hashes)
+    duplicates = write_duplicates(out, [[ids[r] for r in g] for g in groups])
     write_near_duplicates(out, ids, near)
     reviewed = write_review(out, by_id, ids, pairs[shown], c[shown], d[shown], cfg.review.max_pairs, cfg.review.per_page,
                             found=len(pairs))
@@ -121,7 +128,7 @@ def mine(cfg) -> dict | None:
     benchmark = write_benchmark_skeleton(out, by_id, ids, pairs[shown], cfg.benchmark_pairs)
     timing["write_s"] = time.perf_counter() - t0
     summary = {"images": str(cfg.images), "image_list": spec, "image_root": cfg.get("image_root"), "encoders": encoders,
-               "images_seen": len(refs) + len(unwritable), "embedded": len(ids),
+               "images_seen": len(images) + images.set_aside, "embedded": len(embedded),
                "skipped": skipped, "shards": ran["shards"], "shards_computed": ran["pending"],
                "shards_recomputed": ran.get("recomputed", {}),
                "clip_threshold": cfg.clip_threshold, "dino_threshold": cfg.dino_threshold, "k": cfg.k, "search_ranks": ran["world"],
@@ -133,7 +140,7 @@ def mine(cfg) -> dict | None:
     write_summary(out, summary)
     partly = checked < searched and cfg.near_duplicate_max_diff is not None
     unchecked = f" (copies looked for among the first {checked})" if partly else ""
-    print(f"mine: {len(ids)} images embedded ({sum(skipped.values())} skipped), {found} CLIP-blind pairs{unchecked}, "
+    print(f"mine: {len(embedded)} images embedded ({sum(skipped.values())} skipped), {found} CLIP-blind pairs{unchecked}, "
           f"{len(duplicates)} groups of identical files, {len(near)} near-duplicate pairs set aside; "
           f"{out}/pairs.csv, review.html, benchmark/")
     return summary

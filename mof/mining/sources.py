@@ -1,12 +1,19 @@
 """Where the images come from: a folder (recursive), a text file of paths, a LLaVA-format JSON/JSONL (its `image`
-fields), or webdataset tar shards (img2dataset's layout for LAION), read by streaming `tarfile`."""
+fields), or webdataset tar shards (img2dataset's layout for LAION), read by streaming `tarfile`; and the run's list
+of them, written once a shard at a time (`ImageList`), which everything after the listing reads instead of holding
+the collection's names in memory."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import os
 import tarfile
-from collections import Counter
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from PIL import Image
@@ -49,47 +56,137 @@ class ImageRef:
                               "it was embedded?") from None
 
 
-def list_images(spec: str, image_root: str | None = None) -> list[ImageRef]:
-    """Every image `spec` names, in a stable order."""
+def iter_images(spec: str, image_root: str | None = None) -> Iterator[ImageRef]:
+    """Every image `spec` names, in a stable order, one at a time: memory holds one folder's entries or one tar's
+    members, never the collection (a LLaVA JSON is read whole, as training reads it)."""
     path = Path(spec)
-    if path.is_dir():  # read whole: the images of its .tar shards, then the image files in it
-        tars = [ref for tar in sorted(path.glob("*.tar")) for ref in _tar_images(tar)]
-        return tars + [ImageRef(str(p), str(p)) for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if path.is_dir():  # the images of its .tar shards, then the image files under it
+        for tar in sorted(path.glob("*.tar")):
+            yield from _tar_images(tar)
+        yield from _walk(path)
+        return
     if not path.is_file():
         raise SourceError(f"images: {spec} is neither a folder nor a file; expected a folder, a .txt of paths, a "
                           "LLaVA .json/.jsonl, or .tar shards")
     if path.suffix == ".tar":
-        return _tar_images(path)
-    if path.suffix == ".txt":
-        lines = [x.strip() for x in _text(path).splitlines() if x.strip()]
-        return [ImageRef(p, str(_resolve(p, image_root or path.parent))) for p in lines]
-    if path.suffix in (".json", ".jsonl"):
-        return _llava_images(path, Path(image_root) if image_root else path.parent)
-    raise SourceError(f"images: {spec}: expected a folder, a .txt of paths, a LLaVA .json/.jsonl or a .tar shard")
+        yield from _tar_images(path)
+    elif path.suffix == ".txt":
+        yield from _text_images(path, image_root or path.parent)
+    elif path.suffix in (".json", ".jsonl"):
+        yield from _llava_images(path, Path(image_root) if image_root else path.parent)
+    else:
+        raise SourceError(f"images: {spec}: expected a folder, a .txt of paths, a LLaVA .json/.jsonl or a .tar shard")
 
 
-def without_unwritable_names(refs: list[ImageRef]) -> tuple[list[ImageRef], list[ImageRef]]:
-    """`(kept, set aside)`: an image whose name is not valid UTF-8 (a file system hands it over with escaped bytes)
-    cannot be written into pairs.csv or review.html, so it is skipped and counted before anything is embedded."""
-    kept, aside = [], []
-    for ref in refs:
-        try:
-            ref.id.encode("utf-8")
-            kept.append(ref)
-        except UnicodeEncodeError:
-            aside.append(ref)
-    return kept, aside
+def list_images(spec: str, image_root: str | None = None) -> list[ImageRef]:
+    """`iter_images` as a list (small collections and tests)."""
+    return list(iter_images(spec, image_root))
+
+
+def writable_name(ref: ImageRef) -> bool:
+    """An image whose name is not valid UTF-8 (a file system hands it over with escaped bytes) cannot be written into
+    pairs.csv or review.html, so it is skipped and counted before anything is embedded."""
+    try:
+        ref.id.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class ImageList:
+    """The images of a run, listed once into `folder/NNNNN.json` a shard at a time (each image's id, its file, and
+    its offset and size inside a tar): embedding reads its shards from it, and the outputs look images up in it.
+    Memory holds the last few shards read (`cache`), never the collection's names (10M names as Python objects
+    took 1.88 GiB). `keys[s]` is the hash of shard s's ordered ids (what makes an embedded shard reusable)."""
+
+    def __init__(self, folder: Path, sizes: list[int], keys: list[str], ids_sha256: str, set_aside: int = 0,
+                 first_set_aside: str | None = None, cache: int = 8):
+        self.folder, self.sizes, self.keys, self.ids_sha256 = Path(folder), sizes, keys, ids_sha256
+        self.set_aside, self.first_set_aside, self.cache = set_aside, first_set_aside, cache
+        self._read: OrderedDict[int, dict[str, ImageRef]] = OrderedDict()
+
+    @classmethod
+    def write(cls, refs: Iterable[ImageRef], folder: Path, shard_size: int) -> ImageList:
+        """List `refs` into `folder`, `shard_size` a file, leaving out (and counting) names that are not UTF-8. A
+        file that already holds the same list is left as it is (every rank of a run lists the same images)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        sizes, keys, whole = [], [], hashlib.sha256()
+        aside = {"n": 0, "first": None}
+
+        def kept():
+            for ref in refs:
+                if writable_name(ref):
+                    yield ref
+                else:
+                    aside["n"] += 1
+                    aside["first"] = aside["first"] or ref.id
+
+        stream = kept()
+        while chunk := list(islice(stream, shard_size)):
+            ids = "\n".join(r.id for r in chunk)
+            whole.update((("\n" if sizes else "") + ids).encode())
+            text = json.dumps([[r.id, r.path, r.offset, r.size] for r in chunk]).encode()
+            path = folder / f"{len(sizes):05d}.json"
+            if not (path.is_file() and path.read_bytes() == text):
+                tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+                tmp.write_bytes(text)
+                os.replace(tmp, path)
+            sizes.append(len(chunk))
+            keys.append(_sha(ids))
+        return cls(folder, sizes, keys, whole.hexdigest(), aside["n"], aside["first"])
+
+    def __len__(self) -> int:
+        return sum(self.sizes)
+
+    def __getstate__(self):   # what a data loader worker is sent: the folder and the sizes, not the cache
+        return {**self.__dict__, "_read": OrderedDict()}
+
+    def by_id(self, shard: int) -> dict[str, ImageRef]:
+        """Shard `shard`'s images by id, in listed order (the last `cache` shards read are kept)."""
+        if shard not in self._read:
+            self._read[shard] = {r.id: r for r in self.shard(shard)}
+            while len(self._read) > self.cache:
+                self._read.popitem(last=False)
+        self._read.move_to_end(shard)
+        return self._read[shard]
+
+    def shard(self, shard: int) -> list[ImageRef]:
+        rows = json.loads((self.folder / f"{shard:05d}.json").read_text(encoding="utf-8"))
+        return [ImageRef(i, p, o, n) for i, p, o, n in rows]
 
 
 def _resolve(p: str, root) -> Path:
     return Path(p) if Path(p).is_absolute() else Path(root) / p
 
 
-def _text(path: Path, encoding: str = "utf-8") -> str:
-    try:
-        return path.read_text(encoding=encoding)
-    except UnicodeDecodeError as e:
-        raise SourceError(f"{path}: not UTF-8 text (byte {e.start}); expected one image path per line") from None
+def _walk(folder: Path) -> Iterator[ImageRef]:
+    """The image files under `folder` in `sorted(folder.rglob("*"))`'s order (by path component), one folder's
+    entries in memory at a time; links to folders are not followed."""
+    with os.scandir(folder) as scan:
+        entries = sorted(scan, key=lambda e: e.name)
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            yield from _walk(Path(e.path))
+        elif Path(e.name).suffix.lower() in IMAGE_SUFFIXES:
+            yield ImageRef(e.path, e.path)
+
+
+def _text_images(path: Path, root) -> Iterator[ImageRef]:
+    """One image path a line, read a line at a time."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as e:
+                raise SourceError(f"{path}:{n}: not UTF-8 text (byte {e.start} of the line); expected one image path "
+                                  "per line") from None
+            if line:
+                yield ImageRef(line, str(_resolve(line, root)))
 
 
 def _tar_images(tar_path: Path) -> list[ImageRef]:

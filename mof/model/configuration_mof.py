@@ -63,6 +63,8 @@ class MofConfig(PreTrainedConfig):
         if section.get("type") in ("additive", "interleaved", "concat") and legacy:
             known = set(parse_fusion({"type": section["type"]})[1].__dataclass_fields__)
             section = {**{k: v for k, v in legacy.items() if k in known}, **section}
+        if section.get("type") == "sva" and "layers" in section:   # saved before `sva` became Cambrian's whole SVA
+            section["type"] = "sva_connector"
         cls, options = parse_fusion(section)
         self.fusion = {"type": section["type"], **asdict(options)}
         self.validate()

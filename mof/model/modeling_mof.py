@@ -37,6 +37,7 @@ class MofModel(MofPreTrainedModel):
         self.vision_encoders = nn.ModuleList(VisionEncoder(spec) for spec in specs)
         self.fusion = config.fusion_class(specs, config.text_config.hidden_size, config.fusion_options, config.projector_type)
         self.language_model = AutoModel.from_config(config.text_config)
+        self.fusion.attach(self.language_model)   # a fusion that works inside the LLM too (sva) hooks its layers
         if config.freeze_vision:
             self.vision_encoders.requires_grad_(False)
         self.post_init()
@@ -85,7 +86,10 @@ class MofModel(MofPreTrainedModel):
         # The placeholder id may lie outside the LLM's vocabulary: look up a valid id instead.
         inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
         if pixel_values is not None and self._pixels_per_encoder(pixel_values)[0].shape[0] > 0:
-            return self.scatter_visual_tokens(inputs_embeds, image_mask, self.get_image_features(pixel_values))
+            features = self.get_image_features(pixel_values)
+            self.fusion.place(image_mask)
+            return self.scatter_visual_tokens(inputs_embeds, image_mask, features)
+        self.fusion.place(None)
         if image_mask.any() and prefill:
             raise ValueError(f"input_ids hold {int(image_mask.sum())} image tokens but no pixel_values were given")
         if self.training:
@@ -103,6 +107,8 @@ class MofModel(MofPreTrainedModel):
     ) -> BaseModelOutputWithPast:
         if inputs_embeds is None:
             inputs_embeds = self.embed(input_ids, pixel_values, prefill=_is_prefill(kwargs))
+        else:
+            self.fusion.place(None)   # embeddings made elsewhere: no images this model placed
         return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                    position_ids=position_ids, **kwargs)
 

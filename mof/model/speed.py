@@ -25,9 +25,19 @@ class SpeedOptionError(ConfigError):
     """A speed option this machine or installation cannot run; the message names the key."""
 
 
-def decoder_layers(model) -> torch.nn.ModuleList:
-    """The LLM's decoder layers (Llama, Qwen2, Mistral, ...: `language_model.layers`)."""
-    layers = getattr(model.model.language_model, "layers", None)
+def decoder_layers(language_model) -> torch.nn.ModuleList | None:
+    """The LLM's list of decoder layers (`layers` in Llama, Qwen2, Mistral, Gemma, Phi-3; `h` in GPT-2; else the
+    list as long as the config's `num_hidden_layers`), or None."""
+    for name in ("layers", "h"):
+        found = getattr(language_model, name, None)
+        if isinstance(found, torch.nn.ModuleList):
+            return found
+    n = getattr(getattr(language_model, "config", None), "num_hidden_layers", None)
+    return next((m for m in language_model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n), None)
+
+
+def _layers(model) -> torch.nn.ModuleList:
+    layers = decoder_layers(model.model.language_model)
     if layers is None:
         raise SpeedOptionError(f"speed: the LLM {type(model.model.language_model).__name__} has no `layers` to act on")
     return layers
@@ -78,7 +88,7 @@ def apply_speed(model, attention: str = "sdpa", liger_kernels: bool = False, com
         _apply_liger_kernel_to_instance(model=model.model.language_model, rope=True, rms_norm=True, swiglu=True,
                                         cross_entropy=False, fused_linear_cross_entropy=False)
     if compile_layers:
-        for layer in decoder_layers(model):   # regional: each layer compiled on its own, so one compiled graph serves them all
+        for layer in _layers(model):   # regional: each layer compiled on its own, so one compiled graph serves them all
             layer.compile(backend=compile_layers)
     return {"attention": attention, "liger_kernels": bool(liger_kernels), "compile_layers": compile_layers,
             "checkpointed_layers": checkpointed}
@@ -96,7 +106,7 @@ def checkpoint_layers(model, gradient_checkpointing: bool | float) -> int:
     model.config.use_cache = False
     if fraction == 1:   # every layer, whatever the decoder calls them
         return len(getattr(model.model.language_model, "layers", ()))
-    layers = decoder_layers(model)
+    layers = _layers(model)
     count = math.ceil(fraction * len(layers))
     for k, layer in enumerate(layers):
         layer.gradient_checkpointing = k < count

@@ -82,9 +82,10 @@ def scene_cosines(embeddings: Path, n_shards: int, pool: Path) -> dict:
     differ in that property alone): what each encoder sees, and so which pairs the thresholds can find."""
     import numpy as np
 
-    from ..mining.embed import load_shards
+    from ..mining.embed import Embedded
 
-    ids, _, _, clip, dino = load_shards(embeddings, n_shards)
+    embedded = Embedded(embeddings, n_shards)
+    ids, clip, dino = embedded.ids(np.arange(len(embedded))), embedded.clip, embedded.dino
     attrs = read_attributes(pool)
     row = {Path(i).name: k for k, i in enumerate(ids)}
     by_scene: dict[int, list[str]] = {}

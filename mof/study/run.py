@@ -5,10 +5,13 @@ killed study continues where it stopped (a killed training run resumes from its 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -33,12 +36,14 @@ class Study:
         self.out = Path(cfg.paths.output_dir)
         self.data_dir = str(cfg.paths.data_dir)
         self.t0 = time.perf_counter()
+        self.lock = threading.Lock()   # steps may run side by side (`parallel`): one writer of timing.json at a time
 
     def say(self, text: str) -> None:
         print(f"[{(time.perf_counter() - self.t0) / 60:5.1f} min] {text}", flush=True)
 
-    def run(self, name: str, args: list[str], done: Path) -> Path:
-        """`python <args>` unless `done` exists; its console goes to `<study>/logs/<name>.log`."""
+    def run(self, name: str, args: list[str], done: Path, env: dict | None = None) -> Path:
+        """`python <args>` (with `env` added to the environment) unless `done` exists; its console goes to
+        `<study>/logs/<name>.log`."""
         if done.exists():
             self.say(f"{name}: cached ({done.parent})")
             return done
@@ -48,13 +53,29 @@ class Study:
         t0 = time.perf_counter()
         with open(log, "w") as f:
             proc = subprocess.run([sys.executable, *args, f"paths.data_dir={self.data_dir}"], cwd=ROOT, stdout=f,
-                                  stderr=subprocess.STDOUT)
+                                  stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         if proc.returncode != 0 or not done.exists():
             raise StudyStepFailed(f"{name} failed (exit {proc.returncode}); see {log}")
-        timing = self.out / "timing.json"  # each step's minutes, kept across the invocations that computed them
-        steps = json.loads(timing.read_text()) if timing.exists() else {}
-        timing.write_text(json.dumps({**steps, name: (time.perf_counter() - t0) / 60}, indent=1))
+        with self.lock:
+            timing = self.out / "timing.json"  # each step's minutes, kept across the invocations that computed them
+            steps = json.loads(timing.read_text()) if timing.exists() else {}
+            timing.write_text(json.dumps({**steps, name: (time.perf_counter() - t0) / 60}, indent=1))
+        self.say(f"{name}: done")
         return done
+
+    def run_all(self, steps: list[tuple[str, list[str], Path]], parallel: int) -> None:
+        """The steps, `parallel` at a time, the CPU's cores shared among them (each run's torch and OpenMP threads:
+        cores / parallel). Small models use two threads poorly, so two one-thread runs side by side finish sooner
+        than two two-thread runs one after the other (BENCHMARKS.md). A failed step fails the study once the steps
+        running beside it end."""
+        env = {}
+        if parallel > 1:
+            threads = str(max(1, (os.cpu_count() or 1) // parallel))
+            env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            futures = [pool.submit(self.run, *step, env) for step in steps]
+        for f in futures:
+            f.result()
 
 
 def reproduce(cfg) -> dict:
@@ -89,18 +110,19 @@ def reproduce(cfg) -> dict:
     if info["pairs"] == 0:
         raise StudyStepFailed("the mining found no pair that differs in one property: no benchmark to score")
 
-    # 4. MLLMs on the frozen encoders, each fusion over the seeds.
-    runs = {}
+    # 4. MLLMs on the frozen encoders, each fusion over the seeds, `parallel` trainings at a time.
+    runs, steps = {}, []
     for fusion, overrides in c.fusions.items():
         for seed in c.seeds:
             run_dir = out / "mllm" / fusion / f"seed{seed}"
             resume = ["resume=auto"] if (run_dir / "checkpoints").exists() and not (run_dir / "export").exists() else []
-            study.run(f"{fusion}-seed{seed}", ["train.py", *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}",
-                                               "evaluate_after=[mmvp,synthetic]", f"benchmarks.mmvp.root={bench}",
-                                               f"synthetic_benchmark.pairs_per_pattern={c.pairs_per_pattern}",
-                                               "logger=csv", *c.train_overrides, *resume],
-                      run_dir / "eval_synthetic" / "results.json")
+            steps.append((f"{fusion}-seed{seed}", ["train.py", *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}",
+                                                   "evaluate_after=[mmvp,synthetic]", f"benchmarks.mmvp.root={bench}",
+                                                   f"synthetic_benchmark.pairs_per_pattern={c.pairs_per_pattern}",
+                                                   "logger=csv", *c.train_overrides, *resume],
+                          run_dir / "eval_synthetic" / "results.json"))
             runs.setdefault(fusion, []).append(run_dir)
+    study.run_all(steps, c.parallel)
 
     summary = analyse(c, clip, mining, info, runs, time.perf_counter() - study.t0)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

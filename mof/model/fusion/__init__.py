@@ -12,6 +12,7 @@ from .concat import ConcatFusion
 from .interleaved import InterleavedFusion
 from .none import FirstEncoderOnly
 from .sva import SpatialVisionAggregator
+from .sva_connector import SvaConnector
 from ...errors import ConfigError, unknown
 
 FUSIONS: dict[str, type[Fusion]] = {
@@ -20,6 +21,7 @@ FUSIONS: dict[str, type[Fusion]] = {
     "interleaved": InterleavedFusion,
     "concat": ConcatFusion,
     "sva": SpatialVisionAggregator,
+    "sva_connector": SvaConnector,
 }
 
 

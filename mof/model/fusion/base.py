@@ -52,6 +52,12 @@ class Fusion(nn.Module):
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    def attach(self, language_model: nn.Module) -> None:
+        """For a fusion that also works inside the LLM (Cambrian's SVA): hook its decoder layers. Most do not."""
+
+    def place(self, image_mask: torch.Tensor | None) -> None:
+        """Told, each forward, where the visual tokens sit in the LLM's input (`[B, L]`), or None without images."""
+
 
 def options_from_dict(cls: type[Fusion], name: str, values: dict) -> FusionOptions:
     known = {f.name for f in fields(cls.Options)}

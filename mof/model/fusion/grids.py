@@ -33,3 +33,12 @@ def aligned(features: list[torch.Tensor], specs: list, resample: bool) -> list[t
     if not resample:
         return features
     return [resample_to_grid(f, s.grid, specs[0].grid) for f, s in zip(features, specs)]
+
+
+def windows(features: torch.Tensor, grid: tuple[int, int], side: int) -> torch.Tensor:
+    """`[n, rows*cols, width]` -> `[n * side², (rows/side) * (cols/side), width]`: the patches of each cell of a
+    side x side grid over the map, cells in raster order, patches in raster order within a cell."""
+    n, _, width = features.shape
+    rows, cols = grid
+    x = features.reshape(n, side, rows // side, side, cols // side, width).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(n * side * side, (rows // side) * (cols // side), width)
