@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.images import ImageError, decode_image
 from .embedders import Embedder
 from .search import file_keys
-from .sources import ImageList, ImageRef
+from .sources import ImageList, ImageRef, recent
 
 KINDS = ("clip", "dino")
 RECORD_VERSION = 1  # the layout of a shard's ids file; a change recomputes old shards
@@ -248,12 +248,8 @@ class Embedded:
         return int(self.offsets[-1])
 
     def _record(self, shard: int) -> dict:
-        if shard not in self._records:
-            self._records[shard] = json.loads((self.out / "ids" / f"{shard:05d}.json").read_text())
-            while len(self._records) > self.cache:
-                self._records.popitem(last=False)
-        self._records.move_to_end(shard)
-        return self._records[shard]
+        return recent(self._records, shard, lambda s: json.loads((self.out / "ids" / f"{s:05d}.json").read_text()),
+                      self.cache)
 
     def _field(self, rows, name: str) -> list:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)

@@ -93,6 +93,16 @@ def writable_name(ref: ImageRef) -> bool:
         return False
 
 
+def recent(cache: OrderedDict, key, load, size: int):
+    """`cache[key]`, loaded with `load(key)` when absent; the `size` most recently used are kept."""
+    if key not in cache:
+        cache[key] = load(key)
+        while len(cache) > size:
+            cache.popitem(last=False)
+    cache.move_to_end(key)
+    return cache[key]
+
+
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -148,12 +158,7 @@ class ImageList:
 
     def by_id(self, shard: int) -> dict[str, ImageRef]:
         """Shard `shard`'s images by id, in listed order (the last `cache` shards read are kept)."""
-        if shard not in self._read:
-            self._read[shard] = {r.id: r for r in self.shard(shard)}
-            while len(self._read) > self.cache:
-                self._read.popitem(last=False)
-        self._read.move_to_end(shard)
-        return self._read[shard]
+        return recent(self._read, shard, lambda s: {r.id: r for r in self.shard(s)}, self.cache)
 
     def shard(self, shard: int) -> list[ImageRef]:
         rows = json.loads((self.folder / f"{shard:05d}.json").read_text(encoding="utf-8"))
