@@ -8,7 +8,7 @@ import torch
 
 from helpers import run_script
 from mof.pretraining.clip import contrastive_loss
-from mof.pretraining.dino import color_jitter, dino_loss, random_resized_crops
+from mof.pretraining.dino import color_jitter, dino_loss, koleo_loss, masked_patch_loss, random_masks, random_resized_crops
 from mof.data.synthetic import PROPERTIES, caption
 
 
@@ -56,6 +56,45 @@ def test_dino_loss_equals_the_hand_computation():
     assert dino_loss(student, teacher, center, ts, tt).item() == pytest.approx(total / n, rel=1e-5)
 
 
+def test_koleo_loss_equals_the_hand_computation():
+    # three points on the unit circle (the loss normalises: scaled on purpose) at angles 0, 90 and 180 degrees
+    x = torch.tensor([[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0]], requires_grad=True)
+    # nearest others: 0 -> 1 (sqrt 2), 1 -> 0 or 2 (sqrt 2), 2 -> 1 (sqrt 2)
+    assert koleo_loss(x).item() == pytest.approx(-math.log(math.sqrt(2)), abs=1e-6)
+    y = torch.tensor([[1.0, 0.0], [0.6, 0.8], [-1.0, 0.0]])  # 0 and 1 are 0.894 apart, 2 is 1.789 from 1
+    d01, d12 = math.sqrt(0.4 ** 2 + 0.8 ** 2), math.sqrt(1.6 ** 2 + 0.8 ** 2)
+    assert koleo_loss(y).item() == pytest.approx(-(2 * math.log(d01) + math.log(d12)) / 3, abs=1e-6)
+    koleo_loss(x).backward()  # finite gradients: no sqrt of a zero self-distance
+    assert torch.isfinite(x.grad).all()
+
+
+def test_masked_patch_loss_equals_the_hand_computation():
+    torch.manual_seed(0)
+    student, teacher, center = torch.randn(3, 4, 5), torch.randn(3, 4, 5), torch.randn(1, 1, 5)
+    mask = torch.tensor([[True, False, True, False], [False, False, False, False], [False, False, False, True]])
+    ts, tt = 0.1, 0.04
+
+    def ce(b, p):
+        t = [math.exp(v / tt) for v in (teacher[b, p] - center[0, 0]).tolist()]
+        s = [v / ts for v in student[b, p].tolist()]
+        log_z = math.log(sum(math.exp(v) for v in s))
+        return -sum(ti / sum(t) * (si - log_z) for ti, si in zip(t, s))
+
+    # image 0: mean over its 2 masked patches; image 1 has no mask and does not count; image 2: its one patch
+    want = ((ce(0, 0) + ce(0, 2)) / 2 + ce(2, 3)) / 2
+    assert masked_patch_loss(student, teacher, mask, center, ts, tt).item() == pytest.approx(want, rel=1e-5)
+
+
+def test_random_masks_mask_the_share_asked_of_the_images_drawn():
+    g = torch.Generator().manual_seed(0)
+    m = random_masks(2000, 64, 0.5, (0.1, 0.5), g)
+    n = m.sum(-1)
+    masked = n > 0
+    assert 0.45 < masked.float().mean() < 0.55  # half the images
+    assert n[masked].min() >= round(0.1 * 64) and n[masked].max() <= round(0.5 * 64)
+    assert random_masks(4, 64, 1.0, (0.25, 0.25), g).sum(-1).tolist() == [16] * 4
+
+
 def test_crops_and_jitter_never_flip_left_and_right():
     """DINO's augmentations here keep orientation: the red half of an image stays on the left of every view."""
     image = torch.zeros(64, 3, 16, 16)
@@ -97,13 +136,17 @@ def test_shipped_encoders_load_through_the_pretrained_path():
     assert torch.equal(towers[1]["encoder.layer.0.attention.q_proj.weight"], dino["encoder.layer.0.attention.attention.query.weight"])
 
 
+DINOV2_LOSSES = ["encoder.masked_patches.weight=1.0", "encoder.koleo=0.1"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("encoder", ["clip", "dino"])
-def test_pretrain_cli_writes_a_loadable_folder_and_the_loss_falls(tmp_path, encoder):
+@pytest.mark.parametrize("encoder,extra", [("clip", []), ("dino", []), ("dino", DINOV2_LOSSES)],
+                         ids=["clip", "dino", "dino+masked+koleo"])
+def test_pretrain_cli_writes_a_loadable_folder_and_the_loss_falls(tmp_path, encoder, extra):
     import csv
 
     args = ["pretrain.py", f"encoder={encoder}", "max_steps=40", "images.scenes_per_pattern=10", "batch_size=32",
-            "encoder.warmup_steps=5", f"hydra.run.dir={tmp_path}"]
+            "encoder.warmup_steps=5", f"hydra.run.dir={tmp_path}", *extra]
     proc = run_script(args)
     out = tmp_path / f"tiny-{encoder}"
     assert f"saved to {out}" in proc.stdout
@@ -122,6 +165,14 @@ def test_pretrain_cli_writes_a_loadable_folder_and_the_loss_falls(tmp_path, enco
     else:  # DINO's loss first rises as the teacher sharpens; the teacher must not sit at the uniform output
         entropy = float(rows[-1]["pretrain/teacher_entropy"])
         assert entropy < math.log(512) - 0.05, entropy
+        parts = ("pretrain/masked_patch_loss", "pretrain/koleo")
+        if extra:  # DINOv2's losses are computed, finite and part of the total
+            for r in rows:
+                values = [float(r[k]) for k in ("pretrain/dino_loss", *parts) if r.get(k)]
+                assert all(math.isfinite(v) for v in values) and len(values) == 3, r
+            assert any(float(r["pretrain/loss"]) > float(r["pretrain/dino_loss"]) + 1 for r in rows)
+        else:  # plain DINO: neither is computed
+            assert not any(r.get(k) for r in rows for k in parts)
 
 
 def test_shipped_clip_is_blind_where_its_captions_are_silent(tmp_path):

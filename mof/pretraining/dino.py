@@ -6,6 +6,9 @@ Augmentations (`mof/conf/encoder/dino.yaml`) decide what the encoder learns to i
 - colour jitter and grayscale: hue, brightness, contrast, saturation;
 - no horizontal flip and no rotation (DINO's recipe flips): a flip would teach that an arrow pointing left and one
   pointing right, or a square left of a circle and one right of it, are the same image: exactly what MMVP asks.
+
+DINOv2's two additions are options (`masked_patches`, `koleo`; off in the shipped DINO, measured in
+docs/miniature.md): iBOT's loss on masked patches, and the KoLeo regulariser, which spreads a batch's features.
 """
 
 from __future__ import annotations
@@ -22,6 +25,29 @@ import torch.nn.functional as F
 from ..model.vision_encoders import IMAGENET_MEAN, IMAGENET_STD
 from .clip import warmup_adamw
 from .pool import normalize
+
+
+def koleo_loss(x: torch.Tensor) -> torch.Tensor:
+    """DINOv2's KoLeo regulariser (Sablayrolles et al. 2019): minus the mean log distance from each L2-normalised row
+    of `x` `[B, D]` to its nearest other row. It spreads a batch's features over the sphere, so that near-identical
+    images (an arrow and its mirror) are pushed apart instead of collapsing to one point."""
+    x = F.normalize(x, dim=-1)
+    # the nearest other row by the largest dot product (DINOv2's way: no gradient through the diagonal's sqrt(0))
+    with torch.no_grad():
+        nearest = (x @ x.T).fill_diagonal_(-2).argmax(-1)
+    return -torch.log((x - x[nearest]).norm(dim=-1) + 1e-8).mean()
+
+
+def masked_patch_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, center: torch.Tensor,
+                      student_temp: float, teacher_temp: float) -> torch.Tensor:
+    """iBOT's loss (DINOv2's masked image modelling): at each masked patch, the cross-entropy between the teacher's
+    centred, sharpened softmax on the unmasked image and the student's on the masked one; averaged over an image's
+    masked patches, then over the images with a mask. `student`, `teacher`: `[B, P, K]` logits; `mask`: `[B, P]`."""
+    t = F.softmax((teacher - center) / teacher_temp, dim=-1)
+    ce = (-t * F.log_softmax(student / student_temp, dim=-1)).sum(-1)
+    m = mask.float()
+    has = m.sum(-1) > 0
+    return ((ce * m).sum(-1)[has] / m.sum(-1)[has]).mean()
 
 
 def dino_loss(student: torch.Tensor, teacher: torch.Tensor, center: torch.Tensor, student_temp: float,
@@ -52,6 +78,16 @@ class DinoHead(nn.Module):
 
     def forward(self, x):
         return self.last(F.normalize(self.mlp(x), dim=-1))
+
+
+def random_masks(b: int, patches: int, probability: float, ratio: tuple, generator: torch.Generator) -> torch.Tensor:
+    """`[b, patches]` bool: with `probability`, an image gets a share in `ratio` of its patches masked (random
+    patches; iBOT and DINOv2 mask blocks, which needs larger grids than a tiny ViT's 8x8)."""
+    share = torch.empty(b, 1).uniform_(*ratio, generator=generator)
+    share = share * (torch.rand(b, 1, generator=generator) < probability)
+    n = (share * patches).round()
+    rank = torch.rand(b, patches, generator=generator).argsort(-1).argsort(-1)
+    return rank < n
 
 
 def random_resized_crops(images: torch.Tensor, out: int, scale: tuple, generator: torch.Generator) -> torch.Tensor:
@@ -95,7 +131,8 @@ def color_jitter(x: torch.Tensor, strength: float, grayscale_p: float, generator
 class DinoPretraining(pl.LightningModule):
     def __init__(self, vision: dict, head: dict, global_crops: dict, local_crops: dict, jitter: float, grayscale_p: float,
                  student_temp: float, teacher_temp: float, center_momentum: float, teacher_momentum: float, lr: float,
-                 weight_decay: float, warmup_steps: int, seed: int = 0):
+                 weight_decay: float, warmup_steps: int, masked_patches: dict | None = None, koleo: float = 0.0,
+                 seed: int = 0):
         super().__init__()
         from transformers import Dinov2Config, Dinov2Model
 
@@ -103,6 +140,13 @@ class DinoPretraining(pl.LightningModule):
                                       "head": DinoHead(vision["hidden_size"], **head)})
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
         self.register_buffer("center", torch.zeros(1, head["out_dim"]))
+        # DINOv2's additions to DINO: masked patches (iBOT, its own head and centre) and KoLeo; weight 0 turns off
+        self.masked = dict(masked_patches or {"weight": 0.0})
+        self.koleo = koleo
+        if self.masked["weight"]:
+            self.student["patch_head"] = DinoHead(vision["hidden_size"], **head)
+            self.teacher["patch_head"] = copy.deepcopy(self.student["patch_head"]).requires_grad_(False)
+            self.register_buffer("patch_center", torch.zeros(1, 1, head["out_dim"]))
         self.global_crops, self.local_crops = global_crops, local_crops
         self.jitter, self.grayscale_p = jitter, grayscale_p
         self.student_temp, self.teacher_temp = student_temp, teacher_temp
@@ -135,17 +179,41 @@ class DinoPretraining(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         views = self.views(batch)
-        n_global = self.global_crops["number"]
+        g = self.global_crops["number"]
+        glob = torch.cat(views[:g])
         with torch.no_grad():
-            teacher = self.embed(self.teacher, views[:n_global])
-        student = self.embed(self.student, views)
+            t_out = self.teacher["backbone"](pixel_values=glob)
+            teacher = self.teacher["head"](t_out.pooler_output).view(g, len(batch), -1)
+        mask = None
+        if self.masked["weight"]:
+            patches = t_out.last_hidden_state.shape[1] - 1
+            mask = random_masks(len(glob), patches, self.masked["probability"], tuple(self.masked["ratio"]), self.generator)
+        s_out = self.student["backbone"](pixel_values=glob, bool_masked_pos=mask)
+        student = self.student["head"](s_out.pooler_output).view(g, len(batch), -1)
+        if len(views) > g:
+            student = torch.cat([student, self.embed(self.student, views[g:])])
         loss = dino_loss(student, teacher, self.center, self.student_temp, self.teacher_temp)
+        logs = {"pretrain/dino_loss": loss.detach()}
+        if mask is not None and mask.any():
+            with torch.no_grad():
+                t_patch = self.teacher["patch_head"](t_out.last_hidden_state[:, 1:])
+            s_patch = self.student["patch_head"](s_out.last_hidden_state[:, 1:])
+            mim = masked_patch_loss(s_patch, t_patch, mask, self.patch_center, self.student_temp, self.teacher_temp)
+            loss = loss + self.masked["weight"] * mim
+            logs["pretrain/masked_patch_loss"] = mim.detach()
+            with torch.no_grad():
+                m = self.center_momentum
+                self.patch_center.mul_(m).add_(t_patch[mask].mean(0).view(1, 1, -1), alpha=1 - m)
+        if self.koleo:
+            kl = sum(koleo_loss(c) for c in s_out.pooler_output.view(g, len(batch), -1)) / g
+            loss = loss + self.koleo * kl
+            logs["pretrain/koleo"] = kl.detach()
         with torch.no_grad():
             m = self.center_momentum
             self.center.mul_(m).add_(teacher.mean((0, 1)).unsqueeze(0), alpha=1 - m)
             entropy = -(F.softmax((teacher - self.center) / self.teacher_temp, -1) *
                         F.log_softmax((teacher - self.center) / self.teacher_temp, -1)).sum(-1).mean()
-        self.log_dict({"pretrain/loss": loss, "pretrain/teacher_entropy": entropy}, prog_bar=True)
+        self.log_dict({"pretrain/loss": loss, "pretrain/teacher_entropy": entropy, **logs}, prog_bar=True)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
@@ -164,6 +232,6 @@ class DinoPretraining(pl.LightningModule):
         from transformers import BitImageProcessor
 
         size = self.teacher["backbone"].config.image_size
-        self.teacher["backbone"].save_pretrained(out)
+        self.teacher["backbone"].save_pretrained(out)  # the heads are training's, as in DINO's released weights
         BitImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}, do_center_crop=True,
                           image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD)).save_pretrained(out)

@@ -1,0 +1,77 @@
+"""Tiny DINOs side by side, as mining sees them: for each `save_pretrained` folder, the mean CLS cosine between the
+two images of 30 held-out scenes a pattern (which differ in that property alone; 1 is blind), the mean cosine
+between different scenes, and `mine.py` (the shipped tiny CLIP, the paper's thresholds) on the study's pool
+(`reproduce.py`'s: 720 images, seed 0), scored against its attribute side file.
+
+    python pretrain.py encoder=dino out=/tmp/dino-koleo encoder.masked_patches.weight=1.0 encoder.koleo=0.1
+    python bench/miniature_dino.py mof/assets/encoders/tiny-dino /tmp/dino-koleo
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoImageProcessor, AutoModel
+
+from common import ROOT
+from mof.data.synthetic import PROPERTY, make_pairs
+from mof.study.mining import differs_in_one_property, read_attributes, score_pairs, write_pool
+
+BLIND = ["orientation", "quantity", "position", "presence", "viewpoint"]  # the tiny CLIP's (docs/miniature.md)
+
+
+def cosines(folder: str) -> tuple[dict, float]:
+    model, proc = AutoModel.from_pretrained(folder).eval(), AutoImageProcessor.from_pretrained(folder)
+    within, firsts = {}, []
+    with torch.no_grad():
+        for pattern, items, _ in make_pairs(30, 4242, 64, False):
+            x = proc(images=[items[0][0], items[1][0]], return_tensors="pt")["pixel_values"]
+            e = F.normalize(model(pixel_values=x).pooler_output, dim=-1)
+            within.setdefault(PROPERTY[pattern.name], []).append(float(e[0] @ e[1]))
+            firsts.append(e[0])
+    f = torch.stack(firsts)
+    cross = (f @ f.T)[~torch.eye(len(f), dtype=torch.bool)].mean()
+    return {k: sum(v) / len(v) for k, v in within.items()}, float(cross)
+
+
+def mine(folder: str, pool: Path, run: Path) -> dict:
+    subprocess.run([sys.executable, "mine.py", f"images={pool / 'images'}", f"encoders.dino={Path(folder).resolve()}",
+                    f"hydra.run.dir={run}"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    scored = score_pairs(run / "pairs.csv", pool)
+    attrs = read_attributes(pool)
+    import csv
+
+    kinds = Counter()
+    for r in csv.DictReader(open(run / "pairs.csv", newline="")):
+        a, b = attrs[Path(r["image_a"]).name], attrs[Path(r["image_b"]).name]
+        kinds["true" if differs_in_one_property(a, b) else "two patterns" if a["pattern"] != b["pattern"]
+              else "same value, other scene" if a["value"] == b["value"] else "other value, other scene"] += 1
+    return {**scored, "kinds": dict(kinds)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("dinos", nargs="+", help="Dinov2Model save_pretrained folders")
+    a = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        pool = write_pool(Path(tmp) / "pool", 40, 0)
+        print("| DINO | within-pair CLS cosine: " + " / ".join(BLIND) + " | other scenes | mined pairs | true | "
+              "precision | the true pairs' properties | the others |")
+        print("|---" * 8 + "|")
+        for n, folder in enumerate(a.dinos):
+            within, cross = cosines(folder)
+            m = mine(folder, pool, Path(tmp) / f"run{n}")
+            others = {k: v for k, v in m["kinds"].items() if k != "true"}
+            print(f"| {folder} | " + " / ".join(f"{within[k]:.3f}" for k in BLIND) + f" | {cross:.3f} | {m['pairs']} | "
+                  f"{m['true_pairs']} | {100 * (m['precision'] or 0):.1f}% | {m['properties']} | {others} |")
+
+
+if __name__ == "__main__":
+    main()
