@@ -136,6 +136,30 @@ def test_shipped_encoders_load_through_the_pretrained_path():
     assert torch.equal(towers[1]["encoder.layer.0.attention.q_proj.weight"], dino["encoder.layer.0.attention.attention.query.weight"])
 
 
+def test_the_tiny_preset_loads_a_dino_that_pretrain_wrote_in_place_of_the_shipped_one(tmp_path, data_dir):
+    """`model.config.encoders.dino=DIR` (what `reproduce.py encoders.dino=DIR` passes to every training): the tower
+    loads DIR's weights through the same path; the CLIP tower stays the shipped one."""
+    from safetensors.torch import load_file
+    from transformers import Dinov2Config, Dinov2Model
+
+    from helpers import train_cfg
+    from mof.model.presets import TINY_ENCODERS, TINY_VIT
+    from mof.training.from_config import build_model_from_cfg
+
+    torch.manual_seed(7)
+    vit = {k: v for k, v in TINY_VIT.items() if k != "intermediate_size"}
+    Dinov2Model(Dinov2Config(**vit, mlp_ratio=TINY_VIT["intermediate_size"] // TINY_VIT["hidden_size"])).save_pretrained(tmp_path / "dino")
+    cfg = train_cfg(tmp_path / "run", data_dir, [f"model.config.encoders.dino={tmp_path / 'dino'}"])
+    model = build_model_from_cfg(cfg)
+    towers = [model.model.vision_encoders[i].tower.state_dict() for i in (0, 1)]
+    mine = load_file(f"{tmp_path / 'dino'}/model.safetensors")["encoder.layer.0.attention.attention.query.weight"]
+    shipped = load_file(f"{TINY_ENCODERS['dino']}/model.safetensors")["encoder.layer.0.attention.attention.query.weight"]
+    assert torch.equal(towers[1]["encoder.layer.0.attention.q_proj.weight"], mine) and not torch.equal(mine, shipped)
+    clip = load_file(f"{TINY_ENCODERS['clip']}/model.safetensors")["vision_model.encoder.layers.0.self_attn.q_proj.weight"]
+    key = "encoder.layers.0.self_attn.q_proj.weight"
+    assert torch.equal(towers[0][f"vision_model.{key}" if f"vision_model.{key}" in towers[0] else key], clip)
+
+
 DINOV2_LOSSES = ["encoder.masked_patches.weight=1.0", "encoder.koleo=0.1"]
 
 

@@ -110,3 +110,73 @@ def test_study_steps_run_side_by_side_with_the_cores_shared(tmp_path, data_dir):
     with pytest.raises(StudyStepFailed, match="bad failed"):
         study.run_all(fail, parallel=2)
     assert "good" in json.loads((tmp_path / "study" / "timing.json").read_text())
+
+
+def test_a_study_folder_refuses_a_rerun_that_asks_for_other_encoders_or_recipe(tmp_path, data_dir):
+    """Cached steps are reused by folder: a rerun with another DINO (or pool, or training overrides) in the same
+    folder would mix old results with new ones silently. Added seeds and fusions continue the study."""
+    from mof.errors import ConfigError
+    from mof.study.run import check_recipe
+
+    cfg = compose_cfg("reproduce", tmp_path / "study", data_dir)
+    out = tmp_path / "study"
+    out.mkdir()
+    check_recipe(out, cfg)
+    check_recipe(out, cfg)  # the same again: continues
+    with open_dict(cfg):
+        cfg.seeds = [0, 1, 2, 3]
+        cfg.fusions["concat"] = ["mof=concat"]
+    check_recipe(out, cfg)  # more seeds, one more fusion: continues
+    assert json.loads((out / "study.json").read_text())["fusions"]["concat"] == ["mof=concat"]
+    other = compose_cfg("reproduce", out, data_dir, [f"encoders.dino={tmp_path / 'my-dino'}"])
+    with pytest.raises(ConfigError, match=r"^encoders: the study in .* was made with \{'clip': 'tiny', 'dino': 'tiny'\}"):
+        check_recipe(out, other)
+    changed = compose_cfg("reproduce", out, data_dir, ["fusions.none=[mof\\=none,trainer.max_epochs\\=1]"])
+    with pytest.raises(ConfigError, match="^fusions.none: the study in"):
+        check_recipe(out, changed)
+    pool = compose_cfg("reproduce", out, data_dir, ["mining.scenes_per_pattern=41"])
+    with pytest.raises(ConfigError, match="^mining: "):
+        check_recipe(out, pool)
+
+
+def test_the_study_hands_its_encoders_to_every_step(tmp_path, data_dir, monkeypatch):
+    """`encoders.dino=DIR`: MMVP-VLM reads the CLIP, mine.py both, and every training both (as train.py options)."""
+    from mof.model.presets import TINY_ENCODERS
+    from mof.study import run as study_run
+
+    calls, steps = [], []
+
+    class Stop(Exception):
+        pass
+
+    def fake_run(self, name, args, done, env=None):  # records the command; its results are faked below
+        calls.append((name, args))
+        return done
+
+    def fake_run_all(self, s, parallel):
+        steps.extend(s)
+        raise Stop
+
+    monkeypatch.setattr(study_run.Study, "run", fake_run)
+    monkeypatch.setattr(study_run.Study, "run_all", fake_run_all)
+    for name, value in {"score_pairs": {"pairs": 1, "precision": 1.0, "properties": {}}, "scene_cosines": {},
+                        "pattern_scores": {}, "read_results": {}}.items():
+        monkeypatch.setattr(study_run, name, lambda *a, v=value: v)
+    out = tmp_path / "study"
+    (out / "mining" / "run").mkdir(parents=True)
+    (out / "mining" / "run" / "summary.json").write_text('{"shards": 1}')
+    (out / "benchmark").mkdir()
+    (out / "benchmark" / "Questions.csv").write_text("")
+    (out / "benchmark.json").write_text('{"pairs": 1, "per_pattern": {}}')
+    (tmp_path / "my-dino").mkdir()
+    cfg = compose_cfg("reproduce", out, data_dir, [f"encoders.dino={tmp_path / 'my-dino'}"])
+    with open_dict(cfg):
+        cfg.mining.scenes_per_pattern = 1
+    with pytest.raises(Stop):
+        study_run.reproduce(cfg)
+    (_, vlm), (_, mine) = calls
+    assert f"checkpoint={TINY_ENCODERS['clip']}" in vlm
+    assert "encoders.clip=tiny" in mine and f"encoders.dino={tmp_path / 'my-dino'}" in mine
+    assert len(steps) == 15  # 5 fusions x 3 seeds
+    for _, args, _ in steps:
+        assert "model.config.encoders.clip=tiny" in args and f"model.config.encoders.dino={tmp_path / 'my-dino'}" in args

@@ -13,7 +13,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ..errors import refuse_finished
-from ..model.presets import TINY_ENCODERS
+from ..model.presets import tiny_encoder
 from ..evaluation.benchmarks.synthetic import synthetic_benchmark_root
 from .embed import Embedded, embed_all
 from .outputs import (write_benchmark_skeleton, write_contact_sheet, write_duplicates, write_near_duplicates,
@@ -95,7 +95,7 @@ def mine(cfg) -> dict | None:
     timing["list_s"] = time.perf_counter() - t0
     # `encoders=tiny` (both) or `encoders.clip=tiny`: the tiny CLIP and DINO that mof pre-trains and ships
     chosen = {"clip": "tiny", "dino": "tiny"} if cfg.encoders == "tiny" else cfg.encoders
-    encoders = {kind: TINY_ENCODERS[kind] if ref == "tiny" else str(ref) for kind, ref in chosen.items()}
+    encoders = {kind: tiny_encoder(kind, ref) for kind, ref in chosen.items()}
     t0 = time.perf_counter()
     ran = embed_all(images, out / "embeddings", encoders, cfg.shard_size, cfg.batch_size, cfg.num_workers,
                     OmegaConf.to_container(cfg.trainer, resolve=True))

@@ -51,19 +51,27 @@ TINY_ENCODERS = {kind: str(Path(__file__).resolve().parent.parent / "assets" / "
                  for kind in ("clip", "dino")}
 
 
+def tiny_encoder(kind: str, ref: str = "tiny") -> str:
+    """`tiny`: the shipped tiny `kind` (clip or dino); anything else (a `save_pretrained` folder, a hub id) as is."""
+    return TINY_ENCODERS[kind] if str(ref) == "tiny" else str(ref)
+
+
 def tiny_config(fusion: str = "interleaved", vocab_size: int = 1024, image_token_id: int = 3, image_size: int = 64,
-                patch_size: int = 8, pretrained_encoders: bool = False, **kwargs) -> MofConfig:
+                patch_size: int = 8, pretrained_encoders: bool = False, encoders: dict | None = None,
+                **kwargs) -> MofConfig:
     """A model that trains in minutes on two CPU cores: two 3-layer ViTs and a 2-layer Llama. `pretrained_encoders`:
-    the towers name the shipped tiny CLIP and DINO (`TINY_ENCODERS`), loaded by `load_pretrained_components`."""
+    the towers name the tiny CLIP and DINO in `encoders` (`{"clip": ref, "dino": ref}`; `tiny`, the default, is
+    the shipped one, `TINY_ENCODERS`; a folder from `pretrain.py` of the same shape is another), loaded by
+    `load_pretrained_components`."""
     vit = dict(TINY_VIT, patch_size=patch_size, image_size=image_size)
-    encoders = [
+    towers = [
         {"type": "clip", "config": dict(vit, model_type="clip_vision_model", projection_dim=TINY_PROJECTION_DIM)},
         {"type": "dinov2", "config": dict(vit, model_type="dinov2", mlp_ratio=TINY_VIT["intermediate_size"] // TINY_VIT["hidden_size"])},
     ]
     if pretrained_encoders:
-        for encoder, kind in zip(encoders, ("clip", "dino")):
-            encoder["pretrained"] = TINY_ENCODERS[kind]
+        for encoder, kind in zip(towers, ("clip", "dino")):
+            encoder["pretrained"] = tiny_encoder(kind, (encoders or {}).get(kind, "tiny"))
     text = {"model_type": "llama", "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
             "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": vocab_size,
             "max_position_embeddings": 1024, "tie_word_embeddings": False}
-    return MofConfig(vision_encoders=encoders, text_config=text, fusion=fusion, image_token_id=image_token_id, **kwargs)
+    return MofConfig(vision_encoders=towers, text_config=text, fusion=fusion, image_token_id=image_token_id, **kwargs)

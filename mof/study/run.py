@@ -16,10 +16,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ..errors import MofError
+from ..errors import ConfigError, MofError
 from ..data.patterns import PATTERNS
 from ..evaluation.report import pattern_correlation, pattern_scores, read_results
-from ..model.presets import TINY_ENCODERS
+from ..model.presets import tiny_encoder
 from .mining import scene_cosines, score_pairs, write_mined_benchmark, write_pool
 from .plots import plot_correlation, plot_fusions, plot_tradeoff
 
@@ -78,21 +78,49 @@ class Study:
             f.result()
 
 
+# What a study folder's cached steps were computed with: a rerun in the same folder must ask for the same (seeds and
+# fusions may be added; an existing fusion's overrides may not change).
+RECIPE = ("encoders", "seed", "pairs_per_pattern", "mining", "benchmark_pairs_per_pattern", "train_overrides")
+
+
+def check_recipe(out: Path, cfg) -> None:
+    """Record the recipe in `out/study.json`, or refuse (naming the key) a rerun that asks for another one: its
+    cached steps would be silently mixed with new ones."""
+    path = out / "study.json"
+    now = {k: OmegaConf.to_container(cfg[k]) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in RECIPE}
+    now["fusions"] = OmegaConf.to_container(cfg.fusions)
+    before = json.loads(path.read_text()) if path.exists() else {}
+    for key in RECIPE:
+        if key in before and before[key] != now[key]:
+            raise ConfigError(f"{key}: the study in {out} was made with {before[key]!r}, not {now[key]!r}; "
+                              f"rerun with those values to continue it, or give another hydra.run.dir")
+    for name, overrides in now["fusions"].items():
+        if before.get("fusions", {}).get(name, overrides) != overrides:
+            raise ConfigError(f"fusions.{name}: the study in {out} trained it with {before['fusions'][name]!r}, not "
+                              f"{overrides!r}; give the new one another name, or another hydra.run.dir")
+    path.write_text(json.dumps({**now, "fusions": {**before.get("fusions", {}), **now["fusions"]}}, indent=1))
+
+
 def reproduce(cfg) -> dict:
     study = Study(cfg)
     out, c = study.out, cfg
     out.mkdir(parents=True, exist_ok=True)
+    check_recipe(out, c)
     pairs_pp = f"benchmark.synthetic.pairs_per_pattern={c.pairs_per_pattern}"
+    # `tiny`, a hub id, or a folder (made absolute: the steps run from the checkout), as mine.py and train.py take them
+    enc = {kind: str(Path(ref).resolve()) if Path(ref).exists() else str(ref)
+           for kind, ref in ((k, str(c.encoders[k])) for k in ("clip", "dino"))}
 
     # 1. The tiny CLIP on MMVP-VLM: which patterns is it blind to?
-    study.run("clip_vlm", ["evaluate.py", "benchmark=synthetic_vlm", f"checkpoint={TINY_ENCODERS['clip']}",
+    study.run("clip_vlm", ["evaluate.py", "benchmark=synthetic_vlm", f"checkpoint={tiny_encoder('clip', enc['clip'])}",
                            f"hydra.run.dir={out / 'clip_vlm'}", pairs_pp], out / "clip_vlm" / "results.json")
     clip = pattern_scores(read_results(out / "clip_vlm"))
 
     # 2. Mining a fresh pool with the tiny CLIP and DINO; scored against the pool's attribute side file.
     m = c.mining
     pool = write_pool(out / "mining" / "pool", m.scenes_per_pattern, c.seed)
-    study.run("mine", ["mine.py", f"images={pool / 'images'}", "encoders=tiny", f"hydra.run.dir={out / 'mining' / 'run'}",
+    study.run("mine", ["mine.py", f"images={pool / 'images'}", f"encoders.clip={enc['clip']}", f"encoders.dino={enc['dino']}",
+                       f"hydra.run.dir={out / 'mining' / 'run'}",
                        f"clip_threshold={m.clip_threshold}", f"dino_threshold={m.dino_threshold}", f"k={m.k}"],
               out / "mining" / "run" / "summary.json")
     mining = score_pairs(out / "mining" / "run" / "pairs.csv", pool)
@@ -119,7 +147,9 @@ def reproduce(cfg) -> dict:
             steps.append((f"{fusion}-seed{seed}", ["train.py", *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}",
                                                    "evaluate_after=[mmvp,synthetic]", f"benchmarks.mmvp.root={bench}",
                                                    f"synthetic_benchmark.pairs_per_pattern={c.pairs_per_pattern}",
-                                                   "logger=csv", *c.train_overrides, *resume],
+                                                   "logger=csv", f"model.config.encoders.clip={enc['clip']}",
+                                                   f"model.config.encoders.dino={enc['dino']}", *c.train_overrides,
+                                                   *resume],
                           run_dir / "eval_synthetic" / "results.json"))
             runs.setdefault(fusion, []).append(run_dir)
     study.run_all(steps, c.parallel)
