@@ -46,8 +46,8 @@ def masked_patch_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.
     t = F.softmax((teacher - center) / teacher_temp, dim=-1)
     ce = (-t * F.log_softmax(student / student_temp, dim=-1)).sum(-1)
     m = mask.float()
-    has = m.sum(-1) > 0
-    return ((ce * m).sum(-1)[has] / m.sum(-1)[has]).mean()
+    n = m.sum(-1)
+    return ((ce * m).sum(-1)[n > 0] / n[n > 0]).mean()
 
 
 def dino_loss(student: torch.Tensor, teacher: torch.Tensor, center: torch.Tensor, student_temp: float,
