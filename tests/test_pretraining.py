@@ -2,6 +2,7 @@
 encoders loading through the same `pretrained` path as openai/clip-vit-large-patch14 and facebook/dinov2-large."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,6 +198,61 @@ def test_pretrain_cli_writes_a_loadable_folder_and_the_loss_falls(tmp_path, enco
             assert any(float(r["pretrain/loss"]) > float(r["pretrain/dino_loss"]) + 1 for r in rows)
         else:  # plain DINO: neither is computed
             assert not any(r.get(k) for r in rows for k in parts)
+
+
+@pytest.mark.parametrize("encoder", ["clip", "dino"])
+def test_a_seed_pretrains_the_same_encoder_whatever_the_machines_core_count(tmp_path, data_dir, encoder):
+    """`threads: 2` is pinned: a 1-core and a 2-core machine (torch set to 1 and to 2 threads before the run) write
+    the same weights to the byte, and the folder records the settings that made them."""
+    import json
+
+    from helpers import compose_cfg
+    from mof.pretraining.run import pretrain
+
+    written = {}
+    before = torch.get_num_threads()
+    try:
+        for cores in (1, 2):
+            torch.set_num_threads(cores)
+            cfg = compose_cfg("pretrain", tmp_path / f"cores{cores}", data_dir,
+                              [f"encoder={encoder}", "max_steps=3", "images.scenes_per_pattern=2", "batch_size=8"])
+            out = pretrain(cfg)
+            written[cores] = (out / "model.safetensors").read_bytes()
+            assert torch.get_num_threads() == cores   # pinned for the run only
+    finally:
+        torch.set_num_threads(before)
+    assert written[1] == written[2]
+    made = json.loads((out / "pretrain.json").read_text())
+    assert made["max_steps"] == 3 and made["threads"] == 2 and made["encoder"]["name"] == encoder
+    assert made["images"] == {"scenes_per_pattern": 2, "size": 64} and made["batch_size"] == 8
+
+
+def test_the_shipped_encoders_record_the_defaults_that_remake_them(tmp_path, data_dir):
+    """`python pretrain.py encoder=clip|dino out=mof/assets/encoders/tiny-<kind> overwrite=true` remakes the shipped
+    encoders (checked to the byte, 9th stop): the settings recorded beside them are pretrain.yaml's defaults. Before,
+    pretrain.yaml said 1500 steps and the shipped ones had been trained 1000."""
+    import json
+
+    from helpers import compose_cfg
+    from mof.model.presets import TINY_ENCODERS
+    from mof.pretraining.run import RECIPE_FILE, recipe
+
+    for kind in ("clip", "dino"):
+        shipped = json.loads((Path(TINY_ENCODERS[kind]) / RECIPE_FILE).read_text())
+        assert shipped["max_steps"] == 1000 and shipped["threads"] == 2   # as the shipped run's own log says
+        assert recipe(compose_cfg("pretrain", tmp_path / kind, data_dir, [f"encoder={kind}"])) == shipped, kind
+
+
+@pytest.mark.parametrize("override", ["threads=0", "max_steps=abc", "batch_size=-1", "images.size=1.5"])
+def test_pretrain_settings_are_checked_before_anything_runs(tmp_path, data_dir, override):
+    from helpers import compose_cfg
+    from mof.errors import ConfigError
+    from mof.pretraining.run import pretrain
+
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{key}: expected a positive integer"):
+        pretrain(compose_cfg("pretrain", tmp_path, data_dir, [override]))
+    assert not any(tmp_path.iterdir())
 
 
 def test_shipped_clip_is_blind_where_its_captions_are_silent(tmp_path):

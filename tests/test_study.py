@@ -137,6 +137,22 @@ def test_a_study_folder_refuses_a_rerun_that_asks_for_other_encoders_or_recipe(t
     pool = compose_cfg("reproduce", out, data_dir, ["mining.scenes_per_pattern=41"])
     with pytest.raises(ConfigError, match="^mining: "):
         check_recipe(out, pool)
+    # the same folder name, other weights: a DINO trained again in place is another encoder
+    import shutil
+
+    from mof.model.presets import TINY_ENCODERS
+
+    mine = tmp_path / "my-dino"
+    shutil.copytree(TINY_ENCODERS["dino"], mine)
+    made = compose_cfg("reproduce", tmp_path / "other", data_dir, [f"encoders.dino={mine}"])
+    (tmp_path / "other").mkdir()
+    check_recipe(tmp_path / "other", made)
+    check_recipe(tmp_path / "other", made)  # untouched: continues
+    weights = bytearray((mine / "model.safetensors").read_bytes())
+    weights[-1] ^= 1
+    (mine / "model.safetensors").write_bytes(bytes(weights))
+    with pytest.raises(ConfigError, match=rf"^weights: the dino weights at {mine} changed since the study in "):
+        check_recipe(tmp_path / "other", made)
 
 
 def test_the_study_hands_its_encoders_to_every_step(tmp_path, data_dir, monkeypatch):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -13,11 +14,22 @@ from omegaconf import OmegaConf
 
 from ..errors import ConfigError, refuse_finished
 from ..model.presets import TINY_PROJECTION_DIM, TINY_VIT
+from ..threads import pinned_threads
 from .clip import ClipPretraining
 from .dino import DinoPretraining
 from .pool import image_pool
 
 log = logging.getLogger(__name__)
+
+RECIPE_FILE = "pretrain.json"   # beside the weights: the settings that made them
+RECIPE = ("encoder", "images", "seed", "batch_size", "max_steps", "threads", "trainer")
+
+
+def recipe(cfg) -> dict:
+    """The settings that decide an encoder's weights (not where they are written): what `pretrain` records beside
+    them, so that a folder says how to remake it and a changed default cannot go unnoticed (tests/test_pretraining.py
+    compares the shipped folders with the defaults)."""
+    return {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in RECIPE}
 
 
 def build_module(cfg) -> tuple[pl.LightningModule, str]:
@@ -37,9 +49,23 @@ def build_module(cfg) -> tuple[pl.LightningModule, str]:
     return module, name
 
 
+def check_settings(cfg) -> None:
+    """The numbers `pretrain` reads, each a positive integer (threads may be null), else one line naming the key."""
+    for key in ("max_steps", "batch_size", "images.scenes_per_pattern", "images.size", "threads"):
+        value = OmegaConf.select(cfg, key)
+        if not (value is None and key == "threads") and not (type(value) is int and value > 0):
+            raise ConfigError(f"{key}: expected a positive integer{' or null' if key == 'threads' else ''}, got {value!r}")
+
+
 def pretrain(cfg) -> Path:
+    check_settings(cfg)
     out = Path(cfg.out)
     refuse_finished(out.parent, [out.name], bool(cfg.get("overwrite")))
+    with pinned_threads(cfg.threads):   # the same sums on any core count: the shipped encoders remade to the byte
+        return _pretrain(cfg, out)
+
+
+def _pretrain(cfg, out: Path) -> Path:
     pl.seed_everything(cfg.seed, workers=True)
     t0 = time.perf_counter()
     images, attrs = image_pool(cfg.images.scenes_per_pattern, cfg.seed, cfg.images.size)
@@ -61,6 +87,7 @@ def pretrain(cfg) -> Path:
     trainer.fit(module, loader)
     minutes = (time.perf_counter() - t0) / 60
     module.save(out)
+    (out / RECIPE_FILE).write_text(json.dumps(recipe(cfg), indent=1) + "\n")
     log.info("pretrain: %s trained %d steps in %.1f min", name, trainer.global_step, minutes)
     print(f"pretrain: tiny {name} ({trainer.global_step} steps, {minutes:.1f} min) saved to {out}")
     return out

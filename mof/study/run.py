@@ -4,6 +4,7 @@ killed study continues where it stopped (a killed training run resumes from its 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import statistics
@@ -64,10 +65,11 @@ class Study:
         return done
 
     def run_all(self, steps: list[tuple[str, list[str], Path]], parallel: int) -> None:
-        """The steps, `parallel` at a time, the CPU's cores shared among them (each run's torch and OpenMP threads:
-        cores / parallel). Small models use two threads poorly, so two one-thread runs side by side finish sooner
-        than two two-thread runs one after the other (BENCHMARKS.md). A failed step fails the study once the steps
-        running beside it end."""
+        """The steps, `parallel` at a time, the CPU's cores shared among them (each run's OpenMP threads: cores /
+        parallel; the tiny preset pins torch's to one anyway, `model.threads`, so the figures do not depend on
+        `parallel`). Small models use a second thread poorly, so two one-thread runs side by side finish sooner
+        than two runs one after the other (BENCHMARKS.md). A failed step fails the study once the steps running
+        beside it end."""
         env = {}
         if parallel > 1:
             threads = str(max(1, (os.cpu_count() or 1) // parallel))
@@ -83,17 +85,35 @@ class Study:
 RECIPE = ("encoders", "seed", "pairs_per_pattern", "mining", "benchmark_pairs_per_pattern", "train_overrides")
 
 
+def weights_digest(folder: str) -> str | None:
+    """sha256 of a local encoder folder's weights (None for a hub id): a folder re-trained in place (`pretrain.py
+    out=... overwrite=true`) is another encoder under the same name."""
+    files = sorted(Path(folder).glob("*.safetensors")) if Path(folder).is_dir() else []
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
 def check_recipe(out: Path, cfg) -> None:
     """Record the recipe in `out/study.json`, or refuse (naming the key) a rerun that asks for another one: its
     cached steps would be silently mixed with new ones."""
     path = out / "study.json"
     now = {k: OmegaConf.to_container(cfg[k]) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in RECIPE}
     now["fusions"] = OmegaConf.to_container(cfg.fusions)
+    now["weights"] = {kind: weights_digest(tiny_encoder(kind, str(cfg.encoders[kind]))) for kind in ("clip", "dino")}
     before = json.loads(path.read_text()) if path.exists() else {}
     for key in RECIPE:
         if key in before and before[key] != now[key]:
             raise ConfigError(f"{key}: the study in {out} was made with {before[key]!r}, not {now[key]!r}; "
                               f"rerun with those values to continue it, or give another hydra.run.dir")
+    changed = [kind for kind, digest in before.get("weights", {}).items() if now["weights"].get(kind) != digest]
+    if changed:
+        raise ConfigError(f"weights: the {' and '.join(changed)} weights at {', '.join(tiny_encoder(k, str(now['encoders'][k])) for k in changed)} "
+                          f"changed since the study in {out} was made (trained again in place?); give another "
+                          f"hydra.run.dir, or remove {out} to start over")
     for name, overrides in now["fusions"].items():
         if before.get("fusions", {}).get(name, overrides) != overrides:
             raise ConfigError(f"fusions.{name}: the study in {out} trained it with {before['fusions'][name]!r}, not "

@@ -72,6 +72,8 @@ def validate(cfg) -> None:
         lora = cfg.stage.lora
         _check(lora is not None, "stage.lora", "the LoRA settings (r, alpha, dropout)", lora)
         _number(lora.r, "stage.lora.r", "a positive integer", lambda x: x > 0, integer=True)
+    if cfg.model.get("threads") is not None:
+        _number(cfg.model.threads, "model.threads", "a positive integer or null", lambda x: x > 0, integer=True)
     _number(cfg.data.batch_size, "data.batch_size", "a positive integer", lambda x: x > 0, integer=True)
     _number(cfg.data.max_length, "data.max_length", "a positive integer", lambda x: x > 0, integer=True)
     _number(cfg.data.num_workers, "data.num_workers", "0 or more", lambda x: x >= 0, integer=True)

@@ -23,6 +23,7 @@ from ..evaluation.benchmarks import get_benchmark
 from ..evaluation.loading import load_for_evaluation
 from ..evaluation.run import evaluate_benchmark
 from ..errors import ConfigError, MofError, exit_with, is_secondary_rank, refuse_finished
+from ..threads import pinned_threads
 from .callbacks import (GracefulStop, GradNormMonitor, KeptCheckpoints, LastCheckpoint, PaddingFraction, SkippedSamples,
                         StepProgressBar, StopAndSave, PartitionReport, throughput_monitor)
 from .config_check import validate
@@ -77,8 +78,14 @@ def _logger(cfg, run_dir: Path):
 
 
 def train(cfg: DictConfig) -> dict:
-    """One run: checked, prepared, fitted, checked again, exported and evaluated. Returns its metrics."""
+    """One run: checked, prepared, fitted, checked again, exported and evaluated, on the model's pinned thread count
+    (`model.threads`: the same sums on any core count). Returns its metrics."""
     validate(cfg)
+    with pinned_threads(cfg.model.get("threads")):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict:
     run_dir = claim_run_dir(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     model_config, tokenizer, datamodule = prepare_data(cfg)  # everything that can be checked without weights
