@@ -81,9 +81,11 @@ def test_short_study_runs_end_to_end_and_continues_from_its_cache(tmp_path, data
         assert (tmp_path / "study" / name).stat().st_size > 0
     # the same command again: every step cached, nothing trained again
     capsys.readouterr()
-    reproduce(cfg)
+    again = reproduce(cfg)
     printed = capsys.readouterr().out
     assert "running" not in printed and printed.count("cached") == 4
+    # its minutes are still those the steps took, not the seconds of a rerun from the cache
+    assert again["minutes"] == saved["minutes"] > sum(saved["step_minutes"].values()) / 2
 
 
 def test_study_steps_run_side_by_side_with_the_cores_shared(tmp_path, data_dir):

@@ -38,6 +38,7 @@ class Study:
         self.data_dir = str(cfg.paths.data_dir)
         self.t0 = time.perf_counter()
         self.lock = threading.Lock()   # steps may run side by side (`parallel`): one writer of timing.json at a time
+        self.ran = False               # whether this invocation computed a step (or found them all cached)
 
     def say(self, text: str) -> None:
         print(f"[{(time.perf_counter() - self.t0) / 60:5.1f} min] {text}", flush=True)
@@ -58,11 +59,22 @@ class Study:
         if proc.returncode != 0 or not done.exists():
             raise StudyStepFailed(f"{name} failed (exit {proc.returncode}); see {log}")
         with self.lock:
+            self.ran = True
             timing = self.out / "timing.json"  # each step's minutes, kept across the invocations that computed them
             steps = json.loads(timing.read_text()) if timing.exists() else {}
             timing.write_text(json.dumps({**steps, name: (time.perf_counter() - t0) / 60}, indent=1))
         self.say(f"{name}: done")
         return done
+
+    def minutes_spent(self) -> float:
+        """The wall clock the study has cost: the invocations that computed a step, this one included. A study
+        finished from its cache costs nothing more (before, its `minutes` said a few seconds)."""
+        path = self.out / "invocations.json"
+        spent = json.loads(path.read_text()) if path.exists() else []
+        if self.ran:
+            spent.append((time.perf_counter() - self.t0) / 60)
+            path.write_text(json.dumps(spent))
+        return sum(spent)
 
     def run_all(self, steps: list[tuple[str, list[str], Path]], parallel: int) -> None:
         """The steps, `parallel` at a time, the CPU's cores shared among them (each run's OpenMP threads: cores /
@@ -174,7 +186,7 @@ def reproduce(cfg) -> dict:
             runs.setdefault(fusion, []).append(run_dir)
     study.run_all(steps, c.parallel)
 
-    summary = analyse(c, clip, mining, info, runs, time.perf_counter() - study.t0)
+    summary = analyse(c, clip, mining, info, runs, study.minutes_spent())
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     study.say(f"done: {out / 'summary.json'}, {out / 'correlation.png'}, {out / 'tradeoff.png'}, {out / 'fusions.png'}")
     return summary
@@ -189,7 +201,7 @@ def _mean_std(values: list[float]) -> dict:
             "values": values}
 
 
-def analyse(c, clip: dict, mining: dict, info: dict, runs: dict, seconds: float) -> dict:
+def analyse(c, clip: dict, mining: dict, info: dict, runs: dict, minutes: float) -> dict:
     seen = [p for p in PATTERNS if clip.get(p, 0.0) >= c.seen_threshold]  # measured, never read from a config
     blind = [p for p in PATTERNS if p in clip and p not in seen]
     mllm = {}
@@ -212,7 +224,7 @@ def analyse(c, clip: dict, mining: dict, info: dict, runs: dict, seconds: float)
         "mining": mining, "benchmark": info, "mllm": mllm,
         "correlation": {"pearson_r": r, "patterns": common,
                         "between": f"tiny CLIP on synthetic_vlm vs '{c.baseline}' MLLM on the synthetic benchmark"},
-        "seeds": list(c.seeds), "minutes": seconds / 60,  # this invocation (cached steps cost nothing)
+        "seeds": list(c.seeds), "minutes": minutes,  # the invocations that computed steps (`Study.minutes_spent`)
         "step_minutes": json.loads(timing.read_text()) if (timing := out / "timing.json").exists() else {},
         "config": OmegaConf.to_container(c, resolve=False),
     }
