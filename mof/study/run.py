@@ -115,7 +115,8 @@ def check_recipe(out: Path, cfg) -> None:
     path = out / "study.json"
     now = {k: OmegaConf.to_container(cfg[k]) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in RECIPE}
     now["fusions"] = OmegaConf.to_container(cfg.fusions)
-    now["weights"] = {kind: weights_digest(tiny_encoder(kind, str(cfg.encoders[kind]))) for kind in ("clip", "dino")}
+    folders = {kind: tiny_encoder(kind, str(cfg.encoders[kind])) for kind in ("clip", "dino")}
+    now["weights"] = {kind: weights_digest(folder) for kind, folder in folders.items()}
     before = json.loads(path.read_text()) if path.exists() else {}
     for key in RECIPE:
         if key in before and before[key] != now[key]:
@@ -123,7 +124,7 @@ def check_recipe(out: Path, cfg) -> None:
                               f"rerun with those values to continue it, or give another hydra.run.dir")
     changed = [kind for kind, digest in before.get("weights", {}).items() if now["weights"].get(kind) != digest]
     if changed:
-        raise ConfigError(f"weights: the {' and '.join(changed)} weights at {', '.join(tiny_encoder(k, str(now['encoders'][k])) for k in changed)} "
+        raise ConfigError(f"weights: the {' and '.join(changed)} weights at {', '.join(folders[k] for k in changed)} "
                           f"changed since the study in {out} was made (trained again in place?); give another "
                           f"hydra.run.dir, or remove {out} to start over")
     for name, overrides in now["fusions"].items():
