@@ -282,3 +282,38 @@ def test_synthetic_data_is_deterministic_and_covers_nine_patterns(tmp_path):
     img1 = np.asarray(Image.open(a / "benchmark/MMVP Images/1.jpg"), dtype=float)
     img2 = np.asarray(Image.open(a / "benchmark/MMVP Images/2.jpg"), dtype=float)
     assert np.abs(img1 - img2).mean() > 1.0
+
+
+def _build_alongside(out, log, barrier):
+    """One of the processes that start together on a data set (ranks, a study's runs side by side): each counts its
+    builds in `log` and, once the set is there, reads every file of it."""
+    import time
+
+    from mof.data.synthetic import write_once
+
+    def write(folder):
+        with open(log, "a") as f:
+            f.write("built\n")
+        time.sleep(0.5)  # long enough for the others to arrive while it builds
+        for i in range(20):
+            (folder / f"{i}.txt").write_text(str(i))
+        return {"files": 20}
+
+    barrier.wait()
+    got = write_once(out, {"v": 1}, write)
+    assert sorted(int(p.stem) for p in got.glob("*.txt")) == list(range(20))
+
+
+def test_processes_starting_together_build_a_data_set_once_and_none_loses_it(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_build_alongside, args=(tmp_path / "set", tmp_path / "log", barrier)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert (tmp_path / "log").read_text() == "built\n"  # one writer; the others waited and found it complete
+    assert sorted(p.name for p in (tmp_path).iterdir() if p.name.startswith("set")) == ["set"]  # no private folder left

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import ConfigError
@@ -302,22 +303,25 @@ def question_text(question: str, options: str) -> str:
 
 
 def write_once(out: str | Path, spec: dict, write: Callable[[Path], dict]) -> Path:
-    """Call `write(folder)` unless `out` already holds a complete set made from `spec`. Built in a private folder
-    and renamed into place, so that ranks starting together never see half a set."""
+    """Call `write(folder)` unless `out` already holds a complete set made from `spec`. One process writes it while
+    the others starting together (ranks, a study's runs side by side) wait on a lock beside it, then find it
+    complete; it is built in a private folder and renamed into place, so that no reader ever sees half a set.
+    (Without the lock, each process built its own and a late one removed the set another was reading.)"""
     out = Path(out)
     if _complete(out, spec):
         return out
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    summary = write(tmp)
-    (tmp / "COMPLETE.json").write_text(json.dumps({"spec": spec, **summary}, indent=1))
-    if _complete(out, spec):  # another process finished first
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(out.with_name(f".{out.name}.lock")):
+        if _complete(out, spec):  # another process made it while this one waited
+            return out
+        tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        return out
-    if out.exists():
-        shutil.rmtree(out)  # an older or different set
-    os.replace(tmp, out)
+        tmp.mkdir(parents=True)
+        summary = write(tmp)
+        (tmp / "COMPLETE.json").write_text(json.dumps({"spec": spec, **summary}, indent=1))
+        if out.exists():
+            shutil.rmtree(out)  # an older or different set
+        os.replace(tmp, out)
     return out
 
 
