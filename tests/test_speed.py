@@ -120,3 +120,21 @@ def test_the_plain_model_is_unchanged_by_the_defaults():
     built, _ = tiny()
     assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), built.state_dict().values()))
     assert built.config.text_config._attn_implementation == "sdpa"
+
+
+def test_a_towers_shape_is_read_from_its_config_without_building_the_hf_config(monkeypatch):
+    """The visual token count is asked once a training step (FLOPs) and once a question (evaluation): it reads the
+    spec's dict, and builds the tower's HF config (milliseconds each time) only for a key the dict does not set."""
+    import transformers
+
+    from mof.model.vision_encoders import EncoderSpec
+
+    cfg = tiny_config()
+    specs = cfg.encoder_specs
+    built = []
+    real = transformers.AutoConfig.for_model
+    monkeypatch.setattr(transformers.AutoConfig, "for_model", lambda *a, **k: built.append(a) or real(*a, **k))
+    assert cfg.num_visual_tokens == 2 * 64 and specs[0].num_hidden_layers == 3 and specs[0].patch_size == 8
+    assert built == []
+    bare = EncoderSpec(type="clip", config={"model_type": "clip_vision_model", "image_size": 224})  # class defaults
+    assert (bare.patch_size, bare.num_hidden_layers, bare.hidden_size) == (32, 12, 768) and built

@@ -159,9 +159,15 @@ class EncoderSpec:
         cfg = dict(self.config)
         return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
 
+    def setting(self, key: str):
+        """The tower's `key`: from its config dict where set, else the class's default. (The default is looked up
+        only then: building the HF config costs milliseconds, and this is asked once a training step, for FLOPs,
+        and once a question in evaluation.)"""
+        return self.config[key] if key in self.config else getattr(self.hf_config, key)
+
     @property
     def num_hidden_layers(self) -> int:
-        return int(self.config.get("num_hidden_layers", self.hf_config.num_hidden_layers))
+        return int(self.setting("num_hidden_layers"))
 
     @property
     def num_layers_used(self) -> int:
@@ -171,11 +177,11 @@ class EncoderSpec:
 
     @property
     def patch_size(self) -> int:
-        return int(self.config.get("patch_size", self.hf_config.patch_size))
+        return int(self.setting("patch_size"))
 
     @property
     def hidden_size(self) -> int:
-        return int(self.config.get("hidden_size", self.hf_config.hidden_size))
+        return int(self.setting("hidden_size"))
 
     @property
     def grid(self) -> tuple[int, int]:
