@@ -227,6 +227,35 @@ def test_a_seed_pretrains_the_same_encoder_whatever_the_machines_core_count(tmp_
     assert made["images"] == {"scenes_per_pattern": 2, "size": 64} and made["batch_size"] == 8
 
 
+def test_overwrite_replaces_an_encoder_only_once_the_new_one_is_whole(tmp_path, data_dir, monkeypatch):
+    """`pretrain.py out=DIR overwrite=true` on an existing encoder (the shipped ones are remade so): a run that dies
+    before its folder is complete, here while saving, leaves DIR as it was; one that finishes replaces it whole.
+    Before, overwrite removed DIR first, so a run killed in its 10-45 minutes lost the encoder."""
+    from helpers import compose_cfg
+    from mof.pretraining.clip import ClipPretraining
+    from mof.pretraining.run import pretrain
+
+    out = tmp_path / "encoder"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"the encoder before")
+    overrides = [f"out={out}", "overwrite=true", "max_steps=2", "images.scenes_per_pattern=2", "batch_size=8"]
+    real_save = ClipPretraining.save
+
+    def dies_half_way(self, folder):
+        real_save(self, folder)
+        raise KeyboardInterrupt  # killed with the new weights half-written
+
+    monkeypatch.setattr(ClipPretraining, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(compose_cfg("pretrain", tmp_path / "run1", data_dir, overrides))
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
+    assert (out / "model.safetensors").read_bytes() == b"the encoder before"
+    monkeypatch.setattr(ClipPretraining, "save", real_save)
+    pretrain(compose_cfg("pretrain", tmp_path / "run2", data_dir, overrides))
+    assert (out / "model.safetensors").read_bytes() != b"the encoder before" and (out / "pretrain.json").exists()
+    assert not [p.name for p in tmp_path.iterdir() if ".replaced-" in p.name]   # the old one is gone once replaced
+
+
 def test_the_shipped_encoders_record_the_defaults_that_remake_them(tmp_path, data_dir):
     """`python pretrain.py encoder=clip|dino out=mof/assets/encoders/tiny-<kind> overwrite=true` remakes the shipped
     encoders (checked to the byte, 9th stop): the settings recorded beside them are pretrain.yaml's defaults. Before,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -49,6 +51,20 @@ def build_module(cfg) -> tuple[pl.LightningModule, str]:
     return module, name
 
 
+def save(module: pl.LightningModule, made_with: dict, out: Path) -> None:
+    """The encoder's folder and its recipe, written beside `out` and then swapped in, so that `out` is at every
+    moment either the folder it was or the new one whole."""
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    module.save(partial)
+    (partial / RECIPE_FILE).write_text(json.dumps(made_with, indent=1) + "\n")
+    replaced = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+    if out.exists():
+        os.replace(out, replaced)
+    os.replace(partial, out)
+    shutil.rmtree(replaced, ignore_errors=True)
+
+
 def check_settings(cfg) -> None:
     """The numbers `pretrain` reads, each a positive integer (threads may be null), else one line naming the key."""
     for key in ("max_steps", "batch_size", "images.scenes_per_pattern", "images.size", "threads"):
@@ -60,7 +76,10 @@ def check_settings(cfg) -> None:
 def pretrain(cfg) -> Path:
     check_settings(cfg)
     out = Path(cfg.out)
-    refuse_finished(out.parent, [out.name], bool(cfg.get("overwrite")))
+    # An existing folder is refused now, or with overwrite=true replaced once the new one is complete (`save`): a
+    # run killed before then leaves it as it was (before, overwrite removed it first, the shipped encoders included).
+    if not cfg.get("overwrite"):
+        refuse_finished(out.parent, [out.name], False, "give another out=")
     with pinned_threads(cfg.threads):   # the same sums on any core count: the shipped encoders remade to the byte
         return _pretrain(cfg, out)
 
@@ -86,8 +105,7 @@ def _pretrain(cfg, out: Path) -> Path:
     t0 = time.perf_counter()
     trainer.fit(module, loader)
     minutes = (time.perf_counter() - t0) / 60
-    module.save(out)
-    (out / RECIPE_FILE).write_text(json.dumps(recipe(cfg), indent=1) + "\n")
+    save(module, recipe(cfg), out)
     log.info("pretrain: %s trained %d steps in %.1f min", name, trainer.global_step, minutes)
     print(f"pretrain: tiny {name} ({trainer.global_step} steps, {minutes:.1f} min) saved to {out}")
     return out
