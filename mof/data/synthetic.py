@@ -325,6 +325,12 @@ def write_once(out: str | Path, spec: dict, write: Callable[[Path], dict]) -> Pa
     return out
 
 
+def written(out: str | Path) -> dict:
+    """What `write` returned when `write_once` made `out`."""
+    made = json.loads((Path(out) / "COMPLETE.json").read_text())
+    return {k: v for k, v in made.items() if k != "spec"}
+
+
 def generation_spec(defaults: dict, options: dict, key: str = "benchmark.synthetic") -> dict:
     """`defaults` updated by the options that are set; an option `defaults` lacks is an error naming `key`."""
     spec = {**defaults, **{k: v for k, v in options.items() if v is not None}}

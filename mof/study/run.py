@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from ..errors import ConfigError, MofError
 from ..data.patterns import PATTERNS
+from ..data.synthetic import write_once, written
 from ..evaluation.report import pattern_correlation, pattern_scores, read_results
 from ..model.presets import tiny_encoder
 from .mining import scene_cosines, score_pairs, write_mined_benchmark, write_pool
@@ -162,11 +163,11 @@ def reproduce(cfg) -> dict:
     study.say(f"mining: {mining['pairs']} pairs, precision {_pct(mining['precision'])}, properties {mining['properties']}")
 
     # 3. An MMVP-style benchmark from the mined pairs (held out: the pool shares no scene with training).
-    bench = out / "benchmark"
-    if not (bench / "Questions.csv").exists():
-        info = write_mined_benchmark(bench, out / "mining" / "run" / "pairs.csv", pool, c.benchmark_pairs_per_pattern)
-        (out / "benchmark.json").write_text(json.dumps(info, indent=1))
-    info = json.loads((out / "benchmark.json").read_text())
+    #    Written whole or not at all (a study killed while writing it makes it again, rather than finding half of it).
+    bench = write_once(out / "benchmark", {"pairs_per_pattern": c.benchmark_pairs_per_pattern, "version": 1},
+                       lambda d: write_mined_benchmark(d, out / "mining" / "run" / "pairs.csv", pool,
+                                                       c.benchmark_pairs_per_pattern))
+    info = written(bench)
     study.say(f"benchmark: {info['pairs']} mined pairs {info['per_pattern']}")
     if info["pairs"] == 0:
         raise StudyStepFailed("the mining found no pair that differs in one property: no benchmark to score")
