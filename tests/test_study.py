@@ -3,6 +3,7 @@ short version of `reproduce.py` end to end (few steps, one seed, two fusions).""
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from omegaconf import open_dict
@@ -157,25 +158,39 @@ def test_a_study_folder_refuses_a_rerun_that_asks_for_other_encoders_or_recipe(t
         check_recipe(tmp_path / "other", made)
 
 
-def test_a_benchmark_half_written_when_the_study_was_killed_is_made_again(tmp_path, data_dir, monkeypatch):
-    """The mined benchmark is written whole or not at all: a study killed while writing it left a Questions.csv
-    and half the images, which the next run took for the finished benchmark (and then failed with a traceback)."""
+class StopBeforeTraining(Exception):
+    pass
+
+
+def fake_study_steps(monkeypatch, out: Path, calls: list, steps: list):
+    """`reproduce` with its steps faked: each command is recorded in `calls` (its results faked), mining found one
+    pair, and it stops where the MLLMs would train (their steps recorded in `steps`)."""
     from mof.study import run as study_run
 
-    class Stop(Exception):
-        pass
+    def fake_run(self, name, args, done, env=None):
+        calls.append((name, args))
+        return done
 
-    def fake_run_all(self, steps, parallel):
-        raise Stop
+    def fake_run_all(self, s, parallel):
+        steps.extend(s)
+        raise StopBeforeTraining
 
-    monkeypatch.setattr(study_run.Study, "run", lambda self, name, args, done, env=None: done)
+    monkeypatch.setattr(study_run.Study, "run", fake_run)
     monkeypatch.setattr(study_run.Study, "run_all", fake_run_all)
     for name, value in {"score_pairs": {"pairs": 1, "precision": 1.0, "properties": {}}, "scene_cosines": {},
                         "pattern_scores": {}, "read_results": {}}.items():
         monkeypatch.setattr(study_run, name, lambda *a, v=value: v)
-    out = tmp_path / "study"
+    monkeypatch.setattr(study_run, "write_mined_benchmark", lambda d, *a: {"pairs": 1, "per_pattern": {}})
     (out / "mining" / "run").mkdir(parents=True)
     (out / "mining" / "run" / "summary.json").write_text('{"shards": 1}')
+    return study_run
+
+
+def test_a_benchmark_half_written_when_the_study_was_killed_is_made_again(tmp_path, data_dir, monkeypatch):
+    """The mined benchmark is written whole or not at all: a study killed while writing it left a Questions.csv
+    and half the images, which the next run took for the finished benchmark (and then failed with a traceback)."""
+    out = tmp_path / "study"
+    study_run = fake_study_steps(monkeypatch, out, [], [])
     (out / "benchmark" / "MMVP Images").mkdir(parents=True)   # what the killed study left
     (out / "benchmark" / "Questions.csv").write_text("Index,Question,Options,Correct Answer,Pattern\n1,Q,O,(a),P\n")
     (out / "benchmark" / "MMVP Images" / "1.jpg").write_bytes(b"")
@@ -188,47 +203,27 @@ def test_a_benchmark_half_written_when_the_study_was_killed_is_made_again(tmp_pa
     cfg = compose_cfg("reproduce", out, data_dir)
     with open_dict(cfg):
         cfg.mining.scenes_per_pattern = 1
-    with pytest.raises(Stop):
+    with pytest.raises(StopBeforeTraining):
         study_run.reproduce(cfg)
     assert (out / "benchmark" / "Questions.csv").read_text() == "the whole benchmark"
     assert not (out / "benchmark" / "MMVP Images").exists()
     monkeypatch.setattr(study_run, "write_mined_benchmark", lambda *a: pytest.fail("made twice"))
-    with pytest.raises(Stop):
+    with pytest.raises(StopBeforeTraining):
         study_run.reproduce(cfg)   # a finished one is kept
 
 
 def test_the_study_hands_its_encoders_to_every_step(tmp_path, data_dir, monkeypatch):
     """`encoders.dino=DIR`: MMVP-VLM reads the CLIP, mine.py both, and every training both (as train.py options)."""
     from mof.model.presets import TINY_ENCODERS
-    from mof.study import run as study_run
 
     calls, steps = [], []
-
-    class Stop(Exception):
-        pass
-
-    def fake_run(self, name, args, done, env=None):  # records the command; its results are faked below
-        calls.append((name, args))
-        return done
-
-    def fake_run_all(self, s, parallel):
-        steps.extend(s)
-        raise Stop
-
-    monkeypatch.setattr(study_run.Study, "run", fake_run)
-    monkeypatch.setattr(study_run.Study, "run_all", fake_run_all)
-    for name, value in {"score_pairs": {"pairs": 1, "precision": 1.0, "properties": {}}, "scene_cosines": {},
-                        "pattern_scores": {}, "read_results": {}}.items():
-        monkeypatch.setattr(study_run, name, lambda *a, v=value: v)
     out = tmp_path / "study"
-    (out / "mining" / "run").mkdir(parents=True)
-    (out / "mining" / "run" / "summary.json").write_text('{"shards": 1}')
-    monkeypatch.setattr(study_run, "write_mined_benchmark", lambda d, *a: {"pairs": 1, "per_pattern": {}})
+    study_run = fake_study_steps(monkeypatch, out, calls, steps)
     (tmp_path / "my-dino").mkdir()
     cfg = compose_cfg("reproduce", out, data_dir, [f"encoders.dino={tmp_path / 'my-dino'}"])
     with open_dict(cfg):
         cfg.mining.scenes_per_pattern = 1
-    with pytest.raises(Stop):
+    with pytest.raises(StopBeforeTraining):
         study_run.reproduce(cfg)
     (_, vlm), (_, mine) = calls
     assert f"checkpoint={TINY_ENCODERS['clip']}" in vlm
