@@ -87,7 +87,7 @@ def test_stage_learning_rates_come_from_the_model_preset_or_the_stage(tmp_path):
         for stage in ("pretrain", "finetune", "lora"):
             cfg = compose_cfg("train", tmp_path, tmp_path, [f"model={model}", f"stage={stage}"])
             lr[model, stage] = (cfg.stage.optimizer.lr, cfg.stage.optimizer.projector_lr)
-    assert {v for k, v in lr.items() if k[0] == "tiny"} == {(2e-3, None), (2e-3, 2e-3)}
+    assert {v for k, v in lr.items() if k[0] == "tiny"} == {(1e-3, None), (1e-3, 1e-3)}
     assert lr["llava15_7b", "pretrain"] == (1e-3, None) and lr["llava15_7b", "finetune"] == (2e-5, None)
     assert lr["llava15_7b", "lora"] == (2e-4, 2e-5)
 
