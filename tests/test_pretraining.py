@@ -9,7 +9,7 @@ import torch
 
 from helpers import run_script
 from mof.pretraining.clip import contrastive_loss
-from mof.pretraining.dino import color_jitter, dino_loss, koleo_loss, masked_patch_loss, random_masks, random_resized_crops
+from mof.pretraining.dino import background_tint, color_jitter, dino_loss, koleo_loss, masked_patch_loss, random_masks, random_resized_crops
 from mof.data.synthetic import PROPERTIES, caption
 
 
@@ -107,6 +107,27 @@ def test_crops_and_jitter_never_flip_left_and_right():
     assert (red[:, :, 0].mean(1) >= red[:, :, -1].mean(1)).all()
     jittered = color_jitter(views, 0.4, 0.0, g)  # no grayscale: hue moves, but left and right stay apart
     assert ((jittered[:, :, :, 0] - jittered[:, :, :, -1]).abs().sum((1, 2)) > 0).all()
+
+
+def test_background_tint_redraws_the_flat_background_and_nothing_else():
+    """`encoder.background_p`: a view's background (the pixels of its corner's colour) takes one new colour from the
+    scenes' own range, 215-255 a channel; the object's pixels, and every pixel of an image not drawn, stay."""
+    image = torch.empty(40, 3, 8, 8)
+    image[:] = torch.tensor([230, 240, 250]).view(1, 3, 1, 1) / 255
+    image[:, :, 2:6, 2:6] = torch.tensor([200, 40, 40]).view(1, 3, 1, 1) / 255   # a red square
+    object_ = torch.zeros(8, 8, dtype=torch.bool)
+    object_[2:6, 2:6] = True
+    g = torch.Generator().manual_seed(0)
+    out = background_tint(image, 1.0, g)
+    assert torch.equal(out[:, :, object_], image[:, :, object_])
+    back = out[:, :, ~object_]
+    assert torch.equal(back, back[:, :, :1].expand_as(back))                          # one colour an image
+    assert (back * 255 >= 215 - 1e-4).all() and (back * 255 <= 255 + 1e-4).all()
+    assert len({tuple((c * 255).round().tolist()) for c in back[:, :, 0]}) > 30          # drawn anew for each image
+    assert torch.equal(background_tint(image, 0.0, g), image)
+    half = background_tint(image, 0.5, torch.Generator().manual_seed(1))
+    kept = (half == image).all(1).all(-1).all(-1)
+    assert 8 < int(kept.sum()) < 32                                                   # about half the images drawn
 
 
 def test_captions_name_only_the_captioned_properties():

@@ -229,5 +229,7 @@ def test_the_study_hands_its_encoders_to_every_step(tmp_path, data_dir, monkeypa
     assert f"checkpoint={TINY_ENCODERS['clip']}" in vlm
     assert "encoders.clip=tiny" in mine and f"encoders.dino={tmp_path / 'my-dino'}" in mine
     assert len(steps) == 15  # 5 fusions x 3 seeds
+    # the longest trainings start first (two at a time: the last ones to start are short, and no core waits alone)
+    assert [name for name, _, _ in steps[:4]] == ["interleaved-seed0", "interleaved-seed1", "interleaved-seed2", "none-seed0"]
     for _, args, _ in steps:
         assert "model.config.encoders.clip=tiny" in args and f"model.config.encoders.dino={tmp_path / 'my-dino'}" in args

@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import shutil
 from pathlib import Path
 
+from ..atomic import replaced_folder
 from ..data.images import MofImageProcessor
 from ..console import setup_console
 from ..errors import MofError, exit_with
@@ -35,21 +34,16 @@ def save_export(model, tokenizer, image_processor, out: Path, info: dict | None 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ExportExistsError(f"{out}: already holds files; choose another output folder or pass overwrite")
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if hasattr(model, "peft_config"):
-        model.save_pretrained(tmp / "lora_adapter")
-        merged = copy.deepcopy(model).merge_and_unload()
-    else:
-        merged = model
-    merged.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    image_processor.save_pretrained(tmp)
-    (tmp / "mof_export.json").write_text(json.dumps(info or {}, indent=1, default=str))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with replaced_folder(out) as tmp:
+        if hasattr(model, "peft_config"):
+            model.save_pretrained(tmp / "lora_adapter")
+            merged = copy.deepcopy(model).merge_and_unload()
+        else:
+            merged = model
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        image_processor.save_pretrained(tmp)
+        (tmp / "mof_export.json").write_text(json.dumps(info or {}, indent=1, default=str))
     return out
 
 

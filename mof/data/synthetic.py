@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,6 +20,7 @@ from typing import Callable
 from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFont
 
+from ..atomic import replaced_folder
 from ..errors import ConfigError
 from .prompts import format_mcq_prompt
 from .records import Source
@@ -34,6 +33,7 @@ CAPTION_PROMPT = "Describe the image briefly."  # `plain` (stage 1) drops it; st
 BENCHMARK_SEED_OFFSET = 1_000_003  # the held-out benchmark's seed stream never shares a scene with training
 PRETRAIN_SEED_OFFSET = 2_000_003  # nor do the encoders' pre-training images (mof.pretraining)
 MINING_SEED_OFFSET = 3_000_003  # nor the miniature's pool of images to mine (mof.study)
+BACKGROUND = (215, 255)  # a scene's flat background: each channel drawn from this range (nuisance, not an attribute)
 
 
 @dataclass
@@ -239,7 +239,7 @@ def caption(attrs: dict, captioned) -> str:
 
 
 def _scene(rng: random.Random, size: int, pattern: Pattern) -> Scene:
-    bg = tuple(rng.randint(215, 255) for _ in range(3))
+    bg = tuple(rng.randint(*BACKGROUND) for _ in range(3))
     colors = [c for c in COLORS if c not in ("yellow",)]
     jitter = size * 0.12
     return Scene(rng, size, bg, rng.choice(colors), rng.choice(SHAPES),
@@ -314,14 +314,9 @@ def write_once(out: str | Path, spec: dict, write: Callable[[Path], dict]) -> Pa
     with FileLock(out.with_name(f".{out.name}.lock")):
         if _complete(out, spec):  # another process made it while this one waited
             return out
-        tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        summary = write(tmp)
-        (tmp / "COMPLETE.json").write_text(json.dumps({"spec": spec, **summary}, indent=1))
-        if out.exists():
-            shutil.rmtree(out)  # an older or different set
-        os.replace(tmp, out)
+        with replaced_folder(out) as tmp:   # an older or different set is replaced once this one is whole
+            summary = write(tmp)
+            (tmp / "COMPLETE.json").write_text(json.dumps({"spec": spec, **summary}, indent=1))
     return out
 
 

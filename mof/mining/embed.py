@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from collections import Counter, OrderedDict
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
+from ..atomic import write_file
 from ..data.images import ImageError, decode_image
 from .embedders import Embedder
 from .search import file_keys
@@ -134,18 +134,12 @@ class ShardWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer, module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         shard = prediction["shard"]
         for kind in KINDS:
-            atomic_write(self.out / kind / f"{shard:05d}.npy", lambda f: np.save(f, prediction[kind]))
+            write_file(self.out / kind / f"{shard:05d}.npy", lambda f: np.save(f, prediction[kind]))
         record = {**{k: prediction[k] for k in ("ids", "hashes", "skipped")}, "images": self.keys[shard],
                   "setup": self.setup_key}
-        atomic_write(self.out / "ids" / f"{shard:05d}.json", lambda f: f.write(json.dumps(record).encode()))
+        write_file(self.out / "ids" / f"{shard:05d}.json", lambda f: f.write(json.dumps(record).encode()))
 
 
-def atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
 
 
 def embed_all(images: ImageList, out: Path, encoders: dict[str, str], shard_size: int, batch_size: int,
@@ -178,7 +172,7 @@ def embed_all(images: ImageList, out: Path, encoders: dict[str, str], shard_size
         return ran
     manifest = {"version": 1, "images": {"count": len(images), "ids_sha256": images.ids_sha256},
                 "shards": n_shards, **setup, "setup_sha256": setup_key}
-    atomic_write(out / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    write_file(out / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
     return ran
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_file
 from .settings import choose_index
 
 log = logging.getLogger(__name__)
@@ -102,12 +103,11 @@ def write_candidates(folder: Path, clip, k: int, threshold: float, rank: int = 0
                      chunk: int = 65536, **index_options) -> list[Path]:
     """`search_chunks` streamed to disk, a file per chunk holding `[2, m]` (the first images in one contiguous
     row, sorted, so a bucket's slice is found by binary search on the memory-mapped file)."""
-    from .embed import atomic_write
 
     folder.mkdir(parents=True, exist_ok=True)
     files = candidate_files(folder, len(clip), rank, world, chunk)
     for path, pairs in zip(files, search_chunks(clip, k, threshold, chunk, rank, world, **index_options), strict=True):
-        atomic_write(path, lambda f, pairs=pairs: np.save(f, np.ascontiguousarray(pairs.T)))
+        write_file(path, lambda f, pairs=pairs: np.save(f, np.ascontiguousarray(pairs.T)))
     return files
 
 
@@ -176,7 +176,6 @@ def write_blind_pairs(candidates: list[Path], folder: Path, clip, dino, dino_thr
     """`score_pairs` over the candidate files (`write_candidates`, of every rank), a bucket of first images at a
     time, each bucket's blind pairs written sorted to its file (`blind_files`): memory holds one bucket, not the
     collection's pairs. With `world` ranks, rank `rank` scores buckets rank, rank + world, ...; returns its files."""
-    from .embed import atomic_write
 
     parts = [m for m in (np.load(p, mmap_mode="r") for p in candidates) if m.shape[1]]
     every = blind_files(folder, len(clip), bucket_rows)
@@ -187,7 +186,7 @@ def write_blind_pairs(candidates: list[Path], folder: Path, clip, dino, dino_thr
         pairs, c, d = score_pairs(pairs, clip, dino, dino_threshold, keys)
         rows = np.empty(len(pairs), BLIND)
         rows["i"], rows["j"], rows["clip"], rows["dino"] = pairs[:, 0], pairs[:, 1], c, d
-        atomic_write(every[b], lambda f, rows=rows: np.save(f, rows))
+        write_file(every[b], lambda f, rows=rows: np.save(f, rows))
     return every[rank::world]
 
 

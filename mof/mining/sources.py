@@ -18,6 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..atomic import write_file
 from ..data.images import ImageError, decode_image
 from ..data.records import load_json_records
 from ..errors import MofError
@@ -143,9 +144,7 @@ class ImageList:
             text = json.dumps([[r.id, r.path, r.offset, r.size] for r in chunk]).encode()
             path = folder / f"{len(sizes):05d}.json"
             if not (path.is_file() and path.read_bytes() == text):
-                tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-                tmp.write_bytes(text)
-                os.replace(tmp, path)
+                write_file(path, lambda f, text=text: f.write(text))
             sizes.append(len(chunk))
             keys.append(_sha(ids))
         return cls(folder, sizes, keys, whole.hexdigest(), aside["n"], aside["first"])

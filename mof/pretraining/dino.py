@@ -4,6 +4,8 @@ one image; the student matches the teacher's centred, sharpened softmax. No labe
 Augmentations (`mof/conf/encoder/dino.yaml`) decide what the encoder learns to ignore:
 - random resized crops (two global, several local): where an object sits and how large it is;
 - colour jitter and grayscale: hue, brightness, contrast, saturation;
+- background tint (`background_p`, off in the shipped DINO): a scene's flat background colour redrawn from the range
+  the scenes draw it from, so that two scenes alike but for their background are one view apart;
 - no horizontal flip and no rotation (DINO's recipe flips): a flip would teach that an arrow pointing left and one
   pointing right, or a square left of a circle and one right of it, are the same image: exactly what MMVP asks.
 
@@ -22,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.synthetic import BACKGROUND
 from ..model.vision_encoders import IMAGENET_MEAN, IMAGENET_STD
 from .clip import warmup_adamw
 from .pool import normalize
@@ -128,11 +131,23 @@ def color_jitter(x: torch.Tensor, strength: float, grayscale_p: float, generator
     return torch.where(to_gray, gray, x).clamp(0, 1)
 
 
+def background_tint(x: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """With `probability`, an image's background (the pixels of exactly its corner's colour: the synthetic scenes'
+    backgrounds are flat) takes a new colour, each channel drawn from the scenes' own range (`BACKGROUND`); `x` in
+    [0, 1], `[B, 3, H, W]`."""
+    b = len(x)
+    low, high = BACKGROUND
+    tint = (low + torch.rand(b, 3, 1, 1, generator=generator) * (high - low)) / 255.0
+    redraw = torch.rand(b, 1, 1, 1, generator=generator) < probability
+    background = (x == x[:, :, :1, :1]).all(1, keepdim=True) & redraw
+    return torch.where(background, tint, x)
+
+
 class DinoPretraining(pl.LightningModule):
     def __init__(self, vision: dict, head: dict, global_crops: dict, local_crops: dict, jitter: float, grayscale_p: float,
                  student_temp: float, teacher_temp: float, center_momentum: float, teacher_momentum: float, lr: float,
                  weight_decay: float, warmup_steps: int, masked_patches: dict | None = None, koleo: float = 0.0,
-                 seed: int = 0):
+                 background_p: float = 0.0, seed: int = 0):
         super().__init__()
         from transformers import Dinov2Config, Dinov2Model
 
@@ -148,7 +163,7 @@ class DinoPretraining(pl.LightningModule):
             self.teacher["patch_head"] = copy.deepcopy(self.student["patch_head"]).requires_grad_(False)
             self.register_buffer("patch_center", torch.zeros(1, 1, head["out_dim"]))
         self.global_crops, self.local_crops = global_crops, local_crops
-        self.jitter, self.grayscale_p = jitter, grayscale_p
+        self.jitter, self.grayscale_p, self.background_p = jitter, grayscale_p, background_p
         self.student_temp, self.teacher_temp = student_temp, teacher_temp
         self.center_momentum, self.teacher_momentum = center_momentum, teacher_momentum
         self.lr, self.weight_decay, self.warmup_steps = lr, weight_decay, warmup_steps
@@ -157,9 +172,11 @@ class DinoPretraining(pl.LightningModule):
     def views(self, images: torch.Tensor) -> list[torch.Tensor]:
         x = images.float() / 255.0
         views = []
+        tint = self.background_p > 0   # no draw from the generator when off: the shipped DINO remade to the byte
         for crops in (self.global_crops, self.local_crops):
             for _ in range(crops["number"]):
-                v = random_resized_crops(x, crops["size"], tuple(crops["scale"]), self.generator)
+                v = background_tint(x, self.background_p, self.generator) if tint else x
+                v = random_resized_crops(v, crops["size"], tuple(crops["scale"]), self.generator)
                 v = color_jitter(v, self.jitter, self.grayscale_p, self.generator)
                 views.append(normalize(v * 255.0, IMAGENET_MEAN, IMAGENET_STD))
         return views

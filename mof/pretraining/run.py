@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import OmegaConf
 
+from ..atomic import replaced_folder
 from ..errors import ConfigError, refuse_finished
 from ..model.presets import TINY_PROJECTION_DIM, TINY_VIT
 from ..threads import pinned_threads
@@ -52,17 +51,10 @@ def build_module(cfg) -> tuple[pl.LightningModule, str]:
 
 
 def save(module: pl.LightningModule, made_with: dict, out: Path) -> None:
-    """The encoder's folder and its recipe, written beside `out` and then swapped in, so that `out` is at every
-    moment either the folder it was or the new one whole."""
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    module.save(partial)
-    (partial / RECIPE_FILE).write_text(json.dumps(made_with, indent=1) + "\n")
-    replaced = out.with_name(f".{out.name}.replaced-{os.getpid()}")
-    if out.exists():
-        os.replace(out, replaced)
-    os.replace(partial, out)
-    shutil.rmtree(replaced, ignore_errors=True)
+    """The encoder's folder and its recipe, written beside `out` and then put in its place (`replaced_folder`)."""
+    with replaced_folder(out) as partial:
+        module.save(partial)
+        (partial / RECIPE_FILE).write_text(json.dumps(made_with, indent=1) + "\n")
 
 
 def check_settings(cfg) -> None:
