@@ -9,7 +9,7 @@ import torch
 
 from helpers import run_script
 from mof.pretraining.clip import contrastive_loss
-from mof.pretraining.dino import background_tint, color_jitter, dino_loss, koleo_loss, masked_patch_loss, random_masks, random_resized_crops
+from mof.pretraining.dino import background_tint, color_jitter, dino_loss, random_shift, koleo_loss, masked_patch_loss, random_masks, random_resized_crops
 from mof.data.synthetic import PROPERTIES, caption
 
 
@@ -128,6 +128,60 @@ def test_background_tint_redraws_the_flat_background_and_nothing_else():
     half = background_tint(image, 0.5, torch.Generator().manual_seed(1))
     kept = (half == image).all(1).all(-1).all(-1)
     assert 8 < int(kept.sum()) < 32                                                   # about half the images drawn
+
+
+def test_shift_moves_an_image_by_whole_pixels_up_to_the_scenes_jitter():
+    """`encoder.shift_p`: a view moved by at most the scenes' own position jitter (12% of 64 px: 8 px, rounded) each
+    way, by whole pixels, so that a dot stays one pixel; nothing moves at probability 0."""
+    image = torch.zeros(200, 3, 64, 64)
+    image[:, :, 20, 40] = 1.0
+    out = random_shift(image, 1.0, torch.Generator().manual_seed(0))
+    where = out[:, 0].flatten(1).argmax(-1)
+    dy, dx = where // 64 - 20, where % 64 - 40
+    assert torch.equal(out.sum((1, 2, 3)), image.sum((1, 2, 3)))                     # one whole pixel, not a blur
+    assert dx.abs().max() == 8 and dy.abs().max() == 8                                # the jitter's reach, no more
+    assert len(set(zip(dx.tolist(), dy.tolist()))) > 100                               # every image its own shift
+    assert torch.equal(random_shift(image, 0.0, torch.Generator()), image)
+
+
+def _tiny_dino(**options):
+    from mof.pretraining.dino import DinoPretraining
+
+    vision = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "mlp_ratio": 2, "patch_size": 8,
+              "image_size": 16}
+    return DinoPretraining(vision, {"hidden": 32, "bottleneck": 8, "out_dim": 16},
+                           {"number": 2, "size": 16, "scale": [0.5, 1.0]}, {"number": 0, "size": 8, "scale": [0.2, 0.5]},
+                           0.4, 0.0, 0.1, 0.04, 0.9, 0.99, 1e-3, 0.04, 1, **options)
+
+
+@pytest.mark.parametrize("where", ["cls", "bottleneck"])
+def test_koleo_spreads_the_features_it_is_told_to(where):
+    """`encoder.koleo_on`: KoLeo on the backbone's CLS (DINOv2's, what mining reads) or on the head's bottleneck. The
+    logged term is KoLeo of those features of the student's global views, and not of the other ones."""
+    torch.manual_seed(0)
+    module = _tiny_dino(koleo=0.1, koleo_on=where)
+    logs = {}
+    module.log_dict = lambda d, **_: logs.update(d)
+    batch = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    module.generator.manual_seed(3)
+    module.training_step(batch, 0)
+    module.generator.manual_seed(3)
+    glob = torch.cat(module.views(batch)[:2])
+    with torch.no_grad():
+        cls = module.student["backbone"](pixel_values=glob).pooler_output
+        bottleneck = module.student["head"].mlp(cls)
+    expected = {"cls": cls, "bottleneck": bottleneck}
+    value = lambda f: float(sum(koleo_loss(c) for c in f.view(2, 6, -1)) / 2)
+    assert float(logs["pretrain/koleo"]) == pytest.approx(value(expected[where]), rel=1e-5)
+    other = expected["bottleneck" if where == "cls" else "cls"]
+    assert float(logs["pretrain/koleo"]) != pytest.approx(value(other), rel=1e-3)
+
+
+def test_koleo_on_an_unknown_place_names_the_key():
+    from mof.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="^encoder.koleo_on: expected one of cls, bottleneck, got 'head'"):
+        _tiny_dino(koleo=0.1, koleo_on="head")
 
 
 def test_captions_name_only_the_captioned_properties():

@@ -34,6 +34,7 @@ BENCHMARK_SEED_OFFSET = 1_000_003  # the held-out benchmark's seed stream never 
 PRETRAIN_SEED_OFFSET = 2_000_003  # nor do the encoders' pre-training images (mof.pretraining)
 MINING_SEED_OFFSET = 3_000_003  # nor the miniature's pool of images to mine (mof.study)
 BACKGROUND = (215, 255)  # a scene's flat background: each channel drawn from this range (nuisance, not an attribute)
+JITTER = 0.12  # and its objects' centre: moved by up to this share of the image size each way (nuisance too)
 
 
 @dataclass
@@ -241,7 +242,7 @@ def caption(attrs: dict, captioned) -> str:
 def _scene(rng: random.Random, size: int, pattern: Pattern) -> Scene:
     bg = tuple(rng.randint(*BACKGROUND) for _ in range(3))
     colors = [c for c in COLORS if c not in ("yellow",)]
-    jitter = size * 0.12
+    jitter = size * JITTER
     return Scene(rng, size, bg, rng.choice(colors), rng.choice(SHAPES),
                  size / 2 + rng.uniform(-jitter, jitter), size / 2 + rng.uniform(-jitter, jitter))
 

@@ -6,6 +6,8 @@ Augmentations (`mof/conf/encoder/dino.yaml`) decide what the encoder learns to i
 - colour jitter and grayscale: hue, brightness, contrast, saturation;
 - background tint (`background_p`, off in the shipped DINO): a scene's flat background colour redrawn from the range
   the scenes draw it from, so that two scenes alike but for their background are one view apart;
+- shift (`shift_p`, off in the shipped DINO): the image moved by up to the scenes' own position jitter, so that two
+  scenes alike but for where their object sits are one view apart (crops move it too, but together with its scale);
 - no horizontal flip and no rotation (DINO's recipe flips): a flip would teach that an arrow pointing left and one
   pointing right, or a square left of a circle and one right of it, are the same image: exactly what MMVP asks.
 
@@ -24,7 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.synthetic import BACKGROUND
+from ..data.synthetic import BACKGROUND, JITTER
+from ..errors import ConfigError
 from ..model.vision_encoders import IMAGENET_MEAN, IMAGENET_STD
 from .clip import warmup_adamw
 from .pool import normalize
@@ -143,11 +146,30 @@ def background_tint(x: torch.Tensor, probability: float, generator: torch.Genera
     return torch.where(background, tint, x)
 
 
+def random_shift(x: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """With `probability`, an image moved by a whole number of pixels, up to the scenes' own jitter (`JITTER` of its
+    size) each way, the pixels uncovered at an edge repeating that edge (the scenes' backgrounds are flat)."""
+    b, _, h, w = x.shape
+    most = torch.tensor([JITTER * w, JITTER * h])
+    shift = ((torch.rand(b, 2, generator=generator) * 2 - 1) * most).round()
+    shift = shift * (torch.rand(b, 1, generator=generator) < probability)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = 1.0, 1.0
+    theta[:, 0, 2], theta[:, 1, 2] = -2 * shift[:, 0] / w, -2 * shift[:, 1] / h
+    grid = F.affine_grid(theta, (b, 3, h, w), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="border", align_corners=False)
+
+
+# Where KoLeo spreads a batch: the backbone's CLS (DINOv2; what mining reads) or the head's bottleneck, the features
+# that the DINO loss, and with it the augmentations' invariance, reaches (not DINOv2's recipe; docs/miniature.md).
+KOLEO_ON = ("cls", "bottleneck")
+
+
 class DinoPretraining(pl.LightningModule):
     def __init__(self, vision: dict, head: dict, global_crops: dict, local_crops: dict, jitter: float, grayscale_p: float,
                  student_temp: float, teacher_temp: float, center_momentum: float, teacher_momentum: float, lr: float,
                  weight_decay: float, warmup_steps: int, masked_patches: dict | None = None, koleo: float = 0.0,
-                 background_p: float = 0.0, seed: int = 0):
+                 koleo_on: str = "cls", background_p: float = 0.0, shift_p: float = 0.0, seed: int = 0):
         super().__init__()
         from transformers import Dinov2Config, Dinov2Model
 
@@ -157,13 +179,15 @@ class DinoPretraining(pl.LightningModule):
         self.register_buffer("center", torch.zeros(1, head["out_dim"]))
         # DINOv2's additions to DINO: masked patches (iBOT, its own head and centre) and KoLeo; weight 0 turns off
         self.masked = dict(masked_patches or {"weight": 0.0})
-        self.koleo = koleo
+        if koleo_on not in KOLEO_ON:
+            raise ConfigError(f"encoder.koleo_on: expected one of {', '.join(KOLEO_ON)}, got {koleo_on!r}")
+        self.koleo, self.koleo_on = koleo, koleo_on
         if self.masked["weight"]:
             self.student["patch_head"] = DinoHead(vision["hidden_size"], **head)
             self.teacher["patch_head"] = copy.deepcopy(self.student["patch_head"]).requires_grad_(False)
             self.register_buffer("patch_center", torch.zeros(1, 1, head["out_dim"]))
         self.global_crops, self.local_crops = global_crops, local_crops
-        self.jitter, self.grayscale_p, self.background_p = jitter, grayscale_p, background_p
+        self.jitter, self.grayscale_p, self.background_p, self.shift_p = jitter, grayscale_p, background_p, shift_p
         self.student_temp, self.teacher_temp = student_temp, teacher_temp
         self.center_momentum, self.teacher_momentum = center_momentum, teacher_momentum
         self.lr, self.weight_decay, self.warmup_steps = lr, weight_decay, warmup_steps
@@ -172,10 +196,12 @@ class DinoPretraining(pl.LightningModule):
     def views(self, images: torch.Tensor) -> list[torch.Tensor]:
         x = images.float() / 255.0
         views = []
-        tint = self.background_p > 0   # no draw from the generator when off: the shipped DINO remade to the byte
+        # no draw from the generator for an augmentation that is off: the shipped DINO remade to the byte
+        tint, shift = self.background_p > 0, self.shift_p > 0
         for crops in (self.global_crops, self.local_crops):
             for _ in range(crops["number"]):
                 v = background_tint(x, self.background_p, self.generator) if tint else x
+                v = random_shift(v, self.shift_p, self.generator) if shift else v
                 v = random_resized_crops(v, crops["size"], tuple(crops["scale"]), self.generator)
                 v = color_jitter(v, self.jitter, self.grayscale_p, self.generator)
                 views.append(normalize(v * 255.0, IMAGENET_MEAN, IMAGENET_STD))
@@ -222,7 +248,8 @@ class DinoPretraining(pl.LightningModule):
                 m = self.center_momentum
                 self.patch_center.mul_(m).add_(t_patch[mask].mean(0).view(1, 1, -1), alpha=1 - m)
         if self.koleo:
-            kl = sum(koleo_loss(c) for c in s_out.pooler_output.view(g, len(batch), -1)) / g
+            spread = s_out.pooler_output if self.koleo_on == "cls" else self.student["head"].mlp(s_out.pooler_output)
+            kl = sum(koleo_loss(c) for c in spread.view(g, len(batch), -1)) / g
             loss = loss + self.koleo * kl
             logs["pretrain/koleo"] = kl.detach()
         with torch.no_grad():
