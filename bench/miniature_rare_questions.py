@@ -23,6 +23,7 @@ from pathlib import Path
 
 from common import ROOT
 from mof.data.synthetic import PROPERTY, generate
+from mof.evaluation.report import pattern_correlation
 
 SUMMARY = ROOT / "docs" / "miniature" / "summary.json"   # the study's CLIP and CLIP-only MLLM per pattern
 
@@ -34,12 +35,6 @@ def rare_questions(train: Path, rare: set[str], share: float, seed: int) -> list
     for q in json.loads((train / "instruct.json").read_text()):
         pairs.setdefault(int(q["id"].split("-")[1]) // 2, []).append(q)
     return [q for qs in pairs.values() if PROPERTY[qs[0]["pattern"]] not in rare or rng.random() < share for q in qs]
-
-
-def pearson(x: list[float], y: list[float]) -> float:
-    mx, my = statistics.fmean(x), statistics.fmean(y)
-    num = sum((a - mx) * (b - my) for a, b in zip(x, y))
-    return num / (sum((a - mx) ** 2 for a in x) * sum((b - my) ** 2 for b in y)) ** 0.5
 
 
 def main():
@@ -92,13 +87,13 @@ def main():
     print("|---" * (3 + len(a.fusions)) + "|")
     base = study["mllm"]["none"]["synthetic"]["per_pattern"]
     for q in clip:
-        cells = [f"{statistics.fmean(v):.0f} ± {statistics.pstdev(v) if len(v) < 2 else statistics.stdev(v):.0f}"
+        cells = [f"{statistics.fmean(v):.0f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.0f}"
                  for v in (scores[f]["patterns"][q] for f in a.fusions)]
         print(f"| {q} | {clip[q]:.0f} | {base[q]['mean']:.0f} | " + " | ".join(cells) + " |")
     for f in a.fusions:
-        means = [statistics.fmean(scores[f]["patterns"][q]) for q in clip]
+        r, _ = pattern_correlation(clip, {q: statistics.fmean(v) for q, v in scores[f]["patterns"].items()})
         line = f"{f}: synthetic {statistics.fmean(scores[f]['synthetic']):.1f} {scores[f]['synthetic']}, " \
-               f"Pearson r with the tiny CLIP {pearson([clip[q] for q in clip], means):.2f}"
+               f"Pearson r with the tiny CLIP {r:.2f}"
         if scores[f]["mined"]:
             line += f", mined benchmark {statistics.fmean(scores[f]['mined']):.1f} {scores[f]['mined']}"
         print(line)

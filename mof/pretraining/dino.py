@@ -83,7 +83,10 @@ class DinoHead(nn.Module):
         self.last.parametrizations.weight.original0.requires_grad = False  # DINO's norm_last_layer
 
     def forward(self, x):
-        return self.last(F.normalize(self.mlp(x), dim=-1))
+        return self.out(self.mlp(x))
+
+    def out(self, bottleneck):
+        return self.last(F.normalize(bottleneck, dim=-1))
 
 
 def random_masks(b: int, patches: int, probability: float, ratio: tuple, generator: torch.Generator) -> torch.Tensor:
@@ -232,7 +235,8 @@ class DinoPretraining(pl.LightningModule):
             patches = t_out.last_hidden_state.shape[1] - 1
             mask = random_masks(len(glob), patches, self.masked["probability"], tuple(self.masked["ratio"]), self.generator)
         s_out = self.student["backbone"](pixel_values=glob, bool_masked_pos=mask)
-        student = self.student["head"](s_out.pooler_output).view(g, len(batch), -1)
+        s_bottleneck = self.student["head"].mlp(s_out.pooler_output)   # KoLeo may spread it (`koleo_on`)
+        student = self.student["head"].out(s_bottleneck).view(g, len(batch), -1)
         if len(views) > g:
             student = torch.cat([student, self.embed(self.student, views[g:])])
         loss = dino_loss(student, teacher, self.center, self.student_temp, self.teacher_temp)
@@ -248,7 +252,7 @@ class DinoPretraining(pl.LightningModule):
                 m = self.center_momentum
                 self.patch_center.mul_(m).add_(t_patch[mask].mean(0).view(1, 1, -1), alpha=1 - m)
         if self.koleo:
-            spread = s_out.pooler_output if self.koleo_on == "cls" else self.student["head"].mlp(s_out.pooler_output)
+            spread = s_out.pooler_output if self.koleo_on == "cls" else s_bottleneck
             kl = sum(koleo_loss(c) for c in spread.view(g, len(batch), -1)) / g
             loss = loss + self.koleo * kl
             logs["pretrain/koleo"] = kl.detach()
