@@ -41,6 +41,15 @@ def cosines(folder: str) -> tuple[dict, float]:
     return {k: sum(v) / len(v) for k, v in within.items()}, float(cross)
 
 
+def two_patterns(a: dict, b: dict) -> str:
+    """A pair of two patterns' images, named by each one's property and value, and whether their drawn colour and
+    shape agree (a red circle of the presence pattern and a small red circle of the viewpoint one differ in size
+    alone when the first has no dot, as `mof.data.synthetic` draws them)."""
+    same = [k for k in ("color", "shape") if k in a and k in b and a[k] == b[k]]
+    names = sorted(f"{PROPERTY[x['pattern']]} {x['value']}" for x in (a, b))
+    return f"two patterns: {' / '.join(names)}" + (f" (same {' and '.join(same)})" if same else "")
+
+
 def mine(folder: str, pool: Path, run: Path) -> dict:
     subprocess.run([sys.executable, "mine.py", f"images={pool / 'images'}", f"encoders.dino={Path(folder).resolve()}",
                     f"hydra.run.dir={run}"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -51,7 +60,7 @@ def mine(folder: str, pool: Path, run: Path) -> dict:
     kinds = Counter()
     for r in csv.DictReader(open(run / "pairs.csv", newline="")):
         a, b = attrs[Path(r["image_a"]).name], attrs[Path(r["image_b"]).name]
-        kinds["true" if differs_in_one_property(a, b) else "two patterns" if a["pattern"] != b["pattern"]
+        kinds["true" if differs_in_one_property(a, b) else two_patterns(a, b) if a["pattern"] != b["pattern"]
               else "same value, other scene" if a["value"] == b["value"] else "other value, other scene"] += 1
     return {**scored, "kinds": dict(kinds)}
 

@@ -13,6 +13,7 @@ from mof.data.images import ImageError, MofImageProcessor, load_image, to_rgb
 from mof.data.records import DataFormatError, read_records
 from mof.data.sampler import ModalityGroupedBatchSampler
 from mof.data.synthetic import PATTERN_NAMES, generate
+from mof.errors import ConfigError
 
 IMG = 3
 
@@ -283,6 +284,36 @@ def test_synthetic_data_is_deterministic_and_covers_nine_patterns(tmp_path):
     img2 = np.asarray(Image.open(a / "benchmark/MMVP Images/2.jpg"), dtype=float)
     assert np.abs(img1 - img2).mean() > 1.0
 
+
+
+def test_question_share_keeps_whole_question_pairs_of_the_named_properties(tmp_path):
+    """`data=synthetic_rare`'s mechanism: of the named properties, that share of the question pairs (both images of
+    a scene, asked the same question); the other questions, every caption and every image as without it."""
+    every = generate(tmp_path / "every", pairs_per_pattern=20)
+    rare = generate(tmp_path / "rare", pairs_per_pattern=20, question_share={"orientation": 0.5, "viewpoint": 0.0})
+    q_every, q_rare = (json.loads((d / "instruct.json").read_text()) for d in (every, rare))
+    assert (rare / "captions.json").read_text() == (every / "captions.json").read_text()
+    assert (rare / "images/000001.png").read_bytes() == (every / "images/000001.png").read_bytes()
+    by_pattern = lambda qs, name: [q for q in qs if q["pattern"] == name]  # noqa: E731
+    orient, view = "orientation and direction", "viewpoint and perspective"
+    assert by_pattern(q_rare, view) == []
+    kept = by_pattern(q_rare, orient)
+    assert 0 < len(kept) < 40 and len(by_pattern(q_every, orient)) == 40
+    ids = sorted(int(q["id"].split("-")[1]) for q in kept)
+    assert all(a + 1 == b and a % 2 == 0 for a, b in zip(ids[::2], ids[1::2]))   # whole pairs: images 2k and 2k+1
+    assert all(q in q_every for q in kept)
+    others = [q for q in q_every if q["pattern"] not in (orient, view)]
+    assert [q for q in q_rare if q["pattern"] not in (orient, view)] == others and len(others) == 7 * 40
+
+
+@pytest.mark.parametrize("share, message", [
+    ({"orientaton": 0.1}, "data.synthetic.question_share: unknown property 'orientaton' (did you mean 'orientation'?)"),
+    ({"viewpoint": 1.5}, "data.synthetic.question_share.viewpoint: expected a share between 0 and 1, got 1.5")])
+def test_a_wrong_question_share_is_refused_naming_the_key(tmp_path, share, message):
+    with pytest.raises(ConfigError) as e:
+        MofDataModule(synthetic={"out": str(tmp_path / "s"), "question_share": share}, num_workers=0)
+    assert str(e.value).startswith(message)
+    assert not (tmp_path / "s").exists()
 
 def _build_alongside(out, log, barrier):
     """One of the processes that start together on a data set (ranks, a study's runs side by side): each counts its

@@ -140,6 +140,9 @@ def test_a_study_folder_refuses_a_rerun_that_asks_for_other_encoders_or_recipe(t
     pool = compose_cfg("reproduce", out, data_dir, ["mining.scenes_per_pattern=41"])
     with pytest.raises(ConfigError, match="^mining: "):
         check_recipe(out, pool)
+    rare = compose_cfg("reproduce", out, data_dir, ["train_data=synthetic_rare"])
+    with pytest.raises(ConfigError, match="^train_data: the study in .* was made with 'synthetic', not 'synthetic_rare'"):
+        check_recipe(out, rare)
     # the same folder name, other weights: a DINO trained again in place is another encoder
     import shutil
 
@@ -213,14 +216,15 @@ def test_a_benchmark_half_written_when_the_study_was_killed_is_made_again(tmp_pa
 
 
 def test_the_study_hands_its_encoders_to_every_step(tmp_path, data_dir, monkeypatch):
-    """`encoders.dino=DIR`: MMVP-VLM reads the CLIP, mine.py both, and every training both (as train.py options)."""
+    """`encoders.dino=DIR`: MMVP-VLM reads the CLIP, mine.py both, and every training both (as train.py options);
+    `train_data=...`: every training's data."""
     from mof.model.presets import TINY_ENCODERS
 
     calls, steps = [], []
     out = tmp_path / "study"
     study_run = fake_study_steps(monkeypatch, out, calls, steps)
     (tmp_path / "my-dino").mkdir()
-    cfg = compose_cfg("reproduce", out, data_dir, [f"encoders.dino={tmp_path / 'my-dino'}"])
+    cfg = compose_cfg("reproduce", out, data_dir, [f"encoders.dino={tmp_path / 'my-dino'}", "train_data=synthetic_rare"])
     with open_dict(cfg):
         cfg.mining.scenes_per_pattern = 1
     with pytest.raises(StopBeforeTraining):
@@ -233,3 +237,4 @@ def test_the_study_hands_its_encoders_to_every_step(tmp_path, data_dir, monkeypa
     assert [name for name, _, _ in steps[:4]] == ["interleaved-seed0", "interleaved-seed1", "interleaved-seed2", "none-seed0"]
     for _, args, _ in steps:
         assert "model.config.encoders.clip=tiny" in args and f"model.config.encoders.dino={tmp_path / 'my-dino'}" in args
+        assert "data=synthetic_rare" in args   # the MLLMs' data: the study's `train_data`

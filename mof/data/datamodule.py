@@ -17,7 +17,7 @@ from .dataset import ConversationDataset
 from .images import ImageError, MofImageProcessor
 from .records import Source
 from .sampler import ModalityGroupedBatchSampler
-from .synthetic import generate, sources as synthetic_sources
+from .synthetic import checked_question_share, generate, sources as synthetic_sources
 
 
 def ignore_sigterm(worker_id: int) -> None:
@@ -55,6 +55,8 @@ class MofDataModule(pl.LightningDataModule):
                  packing: bool = False, pack_length: int | None = None):
         super().__init__()
         self.synthetic = dict(synthetic) if synthetic else None
+        if self.synthetic:
+            checked_question_share(self.synthetic.get("question_share"))   # a wrong share: refused before any weight loads
         if not sources and not self.synthetic:
             raise ConfigError("data.sources: expected at least one dataset {path, image_root, weight}")
         self.sources = ([Source(**dict(s)) for s in sources] if sources

@@ -21,7 +21,7 @@ from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFont
 
 from ..atomic import replaced_folder
-from ..errors import ConfigError
+from ..errors import ConfigError, unknown
 from .prompts import format_mcq_prompt
 from .records import Source
 
@@ -278,21 +278,40 @@ def make_pairs(pairs_per_pattern: int, seed: int, size: int = 64, shuffle_option
             yield pattern, items, options_text
 
 
-def write_training_set(out: Path, pairs_per_pattern: int, seed: int, size: int, shuffle_options: bool) -> dict:
+def checked_question_share(share, key: str = "data.synthetic.question_share") -> dict:
+    """`{property: share}` (None: {}), each a property some pattern varies and a share in [0, 1]."""
+    share = dict(share or {})
+    for prop, s in share.items():
+        if prop not in PROPERTIES:
+            raise ConfigError(unknown(key, "property", prop, PROPERTIES))
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= s <= 1:
+            raise ConfigError(f"{key}.{prop}: expected a share between 0 and 1, got {s!r}")
+    return share
+
+
+def write_training_set(out: Path, pairs_per_pattern: int, seed: int, size: int, shuffle_options: bool,
+                       question_share: dict | None = None) -> dict:
+    """Every image with its caption; and the question pairs (one scene's two images) of each property kept with
+    its probability in `question_share` (default 1), drawn once per pair from a stream of their own, so the
+    images and captions are the same whatever the shares."""
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
+    share = checked_question_share(question_share)
+    ask = random.Random(f"questions-{seed}")
     captions, questions = [], []
     n = 0
     for pattern, items, options in make_pairs(pairs_per_pattern, seed, size, shuffle_options):
+        asked = ask.random() < share.get(PROPERTY[pattern.name], 1.0)
         for img, caption, letter in items:
             name = f"{n:06d}.png"
             img.save(images / name)
             captions.append({"id": f"cap-{n}", "image": name,
                              "conversations": [{"from": "human", "value": "<image>\n" + CAPTION_PROMPT},
                                                {"from": "gpt", "value": caption}]})
-            questions.append({"id": f"qa-{n}", "image": name, "pattern": pattern.name, "conversations": [
-                {"from": "human", "value": "<image>\n" + question_text(pattern.question, options)},
-                {"from": "gpt", "value": letter}]})
+            if asked:
+                questions.append({"id": f"qa-{n}", "image": name, "pattern": pattern.name, "conversations": [
+                    {"from": "human", "value": "<image>\n" + question_text(pattern.question, options)},
+                    {"from": "gpt", "value": letter}]})
             n += 1
     (out / "captions.json").write_text(json.dumps(captions))
     (out / "instruct.json").write_text(json.dumps(questions))
@@ -342,15 +361,19 @@ def _complete(out: Path, spec: dict) -> bool:
 
 
 def generate(out: str | Path, pairs_per_pattern: int = 150, seed: int = 0, size: int = 64,
-             shuffle_options: bool = False) -> Path:
+             shuffle_options: bool = False, question_share: dict | None = None) -> Path:
     """Write the training set (images, `captions.json`, `instruct.json`) under `out`, unless already there.
 
     shuffle_options: list each pair's two options in random order (harder: the answer letter then
     depends on the option order as well as the image); by default the order of the pattern's values.
+    question_share: `{property: share}`, the share of the question pairs about that property that are kept (the
+    others: all); e.g. instruction data that, like LLaVA's, rarely asks which way things point (`data=synthetic_rare`).
     """
+    share = checked_question_share(question_share)
     spec = {"pairs_per_pattern": pairs_per_pattern, "seed": seed, "size": size, "shuffle_options": shuffle_options,
-            "version": 3}
-    return write_once(out, spec, lambda d: {"train": write_training_set(d, pairs_per_pattern, seed, size, shuffle_options)})
+            "version": 3, **({"question_share": share} if share else {})}   # the sets made before it keep their spec
+    return write_once(out, spec, lambda d: {"train": write_training_set(d, pairs_per_pattern, seed, size,
+                                                                        shuffle_options, share)})
 
 
 def sources(out: str | Path, template: str) -> list[Source]:

@@ -95,7 +95,7 @@ class Study:
 
 # What a study folder's cached steps were computed with: a rerun in the same folder must ask for the same (seeds and
 # fusions may be added; an existing fusion's overrides may not change).
-RECIPE = ("encoders", "seed", "pairs_per_pattern", "mining", "benchmark_pairs_per_pattern", "train_overrides")
+RECIPE = ("encoders", "seed", "train_data", "pairs_per_pattern", "mining", "benchmark_pairs_per_pattern", "train_overrides")
 
 
 def weights_digest(folder: str) -> str | None:
@@ -178,7 +178,8 @@ def reproduce(cfg) -> dict:
         for seed in c.seeds:
             run_dir = out / "mllm" / fusion / f"seed{seed}"
             resume = ["resume=auto"] if (run_dir / "checkpoints").exists() and not (run_dir / "export").exists() else []
-            steps.append((f"{fusion}-seed{seed}", ["train.py", *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}",
+            steps.append((f"{fusion}-seed{seed}", ["train.py", f"data={c.train_data}", *overrides, f"seed={seed}",
+                                                   f"hydra.run.dir={run_dir}",
                                                    "evaluate_after=[mmvp,synthetic]", f"benchmarks.mmvp.root={bench}",
                                                    f"synthetic_benchmark.pairs_per_pattern={c.pairs_per_pattern}",
                                                    "logger=csv", f"model.config.encoders.clip={enc['clip']}",
