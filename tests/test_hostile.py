@@ -1094,6 +1094,22 @@ def test_clean_error_for_a_bad_speed_option(tmp_path, override, error):
         validate(train_cfg(tmp_path / "run", tmp_path / "data", [override]))
 
 
+
+@pytest.mark.parametrize("override,error", [
+    ("data.synthetic.question_share=0.1", "data.synthetic.question_share: expected {property: share}"),
+    ("+data.synthetic.question_share.viewpont=0.5", "data.synthetic.question_share: unknown property 'viewpont' "
+                                                    "(did you mean 'viewpoint'?)"),
+    ("data=synthetic_rare data.synthetic.question_share.viewpoint=abc",
+     "data.synthetic.question_share.viewpoint: expected a share between 0 and 1, got 'abc'"),
+])
+def test_clean_error_for_a_bad_question_share(tmp_path, override, error):
+    """Refused by the checks before the run builds anything (inside Hydra's `instantiate` it would be wrapped)."""
+    from mof.errors import MofError
+    from mof.training.config_check import validate
+
+    with pytest.raises(MofError, match=re.escape(error)):
+        validate(train_cfg(tmp_path / "run", tmp_path / "data", override.split()))
+
 def test_clean_error_for_an_mmvp_vlm_preprocessing_that_does_not_exist(tmp_path):
     from mof.model.presets import TINY_ENCODERS
 

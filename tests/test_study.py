@@ -140,6 +140,13 @@ def test_a_study_folder_refuses_a_rerun_that_asks_for_other_encoders_or_recipe(t
     pool = compose_cfg("reproduce", out, data_dir, ["mining.scenes_per_pattern=41"])
     with pytest.raises(ConfigError, match="^mining: "):
         check_recipe(out, pool)
+    from mof.study.run import reproduce
+
+    misspelt = compose_cfg("reproduce", tmp_path / "new", data_dir, ["train_data=synthetic_rar"])
+    with pytest.raises(ConfigError, match=r"^train_data: unknown data option 'synthetic_rar' \(did you mean "
+                                          r"'synthetic_rare'\?\); known: .*synthetic, synthetic_rare"):
+        reproduce(misspelt)
+    assert not (tmp_path / "new").exists()   # refused before any step
     rare = compose_cfg("reproduce", out, data_dir, ["train_data=synthetic_rare"])
     with pytest.raises(ConfigError, match="^train_data: the study in .* was made with 'synthetic', not 'synthetic_rare'"):
         check_recipe(out, rare)

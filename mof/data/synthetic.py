@@ -15,7 +15,7 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFont
@@ -280,6 +280,8 @@ def make_pairs(pairs_per_pattern: int, seed: int, size: int = 64, shuffle_option
 
 def checked_question_share(share, key: str = "data.synthetic.question_share") -> dict:
     """`{property: share}` (None: {}), each a property some pattern varies and a share in [0, 1]."""
+    if share is not None and not isinstance(share, Mapping):
+        raise ConfigError(f"{key}: expected {{property: share}} (e.g. {{orientation: 0.1}}) or null, got {share!r}")
     share = dict(share or {})
     for prop, s in share.items():
         if prop not in PROPERTIES:

@@ -15,6 +15,7 @@ from ..evaluation.benchmarks import BENCHMARKS
 from ..errors import ConfigError
 from ..model.stages import STAGES
 from ..data.conversation import TEMPLATES
+from ..data.synthetic import checked_question_share
 from ..model import FUSIONS
 from ..model.speed import check_speed_options
 from ..model.weights import require_available
@@ -78,7 +79,9 @@ def validate(cfg) -> None:
     _number(cfg.data.max_length, "data.max_length", "a positive integer", lambda x: x > 0, integer=True)
     _number(cfg.data.num_workers, "data.num_workers", "0 or more", lambda x: x >= 0, integer=True)
     _check(cfg.data.image_mode in ("pad", "crop", "resize"), "data.image_mode", "pad, crop or resize", cfg.data.image_mode)
-    if not cfg.data.get("synthetic"):
+    if cfg.data.get("synthetic"):
+        checked_question_share(cfg.data.synthetic.get("question_share"))
+    else:
         sources = cfg.data.get("sources")
         _check(OmegaConf.is_list(sources) and len(sources) > 0, "data.sources",
                "at least one dataset [{path, image_root, weight}]", sources)
