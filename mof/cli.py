@@ -10,9 +10,10 @@ from __future__ import annotations
 import difflib
 import re
 import sys
-from importlib import resources
 
 import hydra
+
+from .conf import options
 
 
 def config_hint(config_name: str, args: list[str]) -> str | None:
@@ -30,8 +31,7 @@ def config_hint(config_name: str, args: list[str]) -> str | None:
         text = f"{e} {e.__cause__ or ''}"
     if m := re.search(r"Could not find '([\w/]+)/([^']+)'", text):
         group, option = m.groups()
-        folder = resources.files("mof.conf").joinpath(group)
-        known = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")) if folder.is_dir() else []
+        known = options(group)
         near = difflib.get_close_matches(option, known, n=1, cutoff=0.5)
         return f"{group}={option}: no such option" + (f"; did you mean {group}={near[0]}?" if near else "") + \
             (f" (options: {', '.join(known)})" if known else "")

@@ -285,7 +285,6 @@ def test_synthetic_data_is_deterministic_and_covers_nine_patterns(tmp_path):
     assert np.abs(img1 - img2).mean() > 1.0
 
 
-
 def test_question_share_keeps_whole_question_pairs_of_the_named_properties(tmp_path):
     """`data=synthetic_rare`'s mechanism: of the named properties, that share of the question pairs (both images of
     a scene, asked the same question); the other questions, every caption and every image as without it."""
@@ -314,6 +313,7 @@ def test_a_wrong_question_share_is_refused_naming_the_key(tmp_path, share, messa
         MofDataModule(synthetic={"out": str(tmp_path / "s"), "question_share": share}, num_workers=0)
     assert str(e.value).startswith(message)
     assert not (tmp_path / "s").exists()
+
 
 def _build_alongside(out, log, barrier):
     """One of the processes that start together on a data set (ranks, a study's runs side by side): each counts its

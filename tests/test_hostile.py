@@ -1094,7 +1094,6 @@ def test_clean_error_for_a_bad_speed_option(tmp_path, override, error):
         validate(train_cfg(tmp_path / "run", tmp_path / "data", [override]))
 
 
-
 @pytest.mark.parametrize("override,error", [
     ("data.synthetic.question_share=0.1", "data.synthetic.question_share: expected {property: share}"),
     ("+data.synthetic.question_share.viewpont=0.5", "data.synthetic.question_share: unknown property 'viewpont' "
@@ -1109,6 +1108,7 @@ def test_clean_error_for_a_bad_question_share(tmp_path, override, error):
 
     with pytest.raises(MofError, match=re.escape(error)):
         validate(train_cfg(tmp_path / "run", tmp_path / "data", override.split()))
+
 
 def test_clean_error_for_an_mmvp_vlm_preprocessing_that_does_not_exist(tmp_path):
     from mof.model.presets import TINY_ENCODERS

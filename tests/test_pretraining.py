@@ -9,7 +9,8 @@ import torch
 
 from helpers import run_script
 from mof.pretraining.clip import contrastive_loss
-from mof.pretraining.dino import background_tint, color_jitter, dino_loss, random_shift, koleo_loss, masked_patch_loss, random_masks, random_resized_crops
+from mof.pretraining.dino import (background_tint, color_jitter, dino_loss, koleo_loss, masked_patch_loss, random_masks,
+                                  random_resized_crops, random_shift)
 from mof.data.synthetic import PROPERTIES, caption
 
 

@@ -298,7 +298,7 @@ def write_training_set(out: Path, pairs_per_pattern: int, seed: int, size: int, 
     images and captions are the same whatever the shares."""
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
-    share = checked_question_share(question_share)
+    share = question_share or {}   # checked by `generate`
     ask = random.Random(f"questions-{seed}")
     captions, questions = [], []
     n = 0

@@ -13,11 +13,11 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ..conf import options
 from ..errors import ConfigError, MofError, unknown
 from ..data.patterns import PATTERNS
 from ..data.synthetic import write_once, written
@@ -139,10 +139,8 @@ def check_recipe(out: Path, cfg) -> None:
 def reproduce(cfg) -> dict:
     study = Study(cfg)
     out, c = study.out, cfg
-    data_options = sorted(f.name[:-5] for f in resources.files("mof.conf").joinpath("data").iterdir()
-                          if f.name.endswith(".yaml"))
-    if c.train_data not in data_options:   # found before any step runs, not by the first training
-        raise ConfigError(unknown("train_data", "data option", c.train_data, data_options))
+    if c.train_data not in options("data"):   # found before any step runs, not by the first training
+        raise ConfigError(unknown("train_data", "data option", c.train_data, options("data")))
     out.mkdir(parents=True, exist_ok=True)
     check_recipe(out, c)
     pairs_pp = f"benchmark.synthetic.pairs_per_pattern={c.pairs_per_pattern}"
