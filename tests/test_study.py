@@ -245,3 +245,25 @@ def test_the_study_hands_its_encoders_to_every_step(tmp_path, data_dir, monkeypa
     for _, args, _ in steps:
         assert "model.config.encoders.clip=tiny" in args and f"model.config.encoders.dino={tmp_path / 'my-dino'}" in args
         assert "data=synthetic_rare" in args   # the MLLMs' data: the study's `train_data`
+
+
+def test_only_trains_the_fusions_it_names_and_refuses_an_unknown_one(tmp_path, data_dir, monkeypatch):
+    """`only=[none,interleaved]`: a subset of the fusions (a `fusions=` override is merged into the defaults by
+    Hydra, so it cannot remove one), still the longest first; a misspelt name is refused before any step."""
+    from mof.errors import ConfigError
+
+    calls, steps = [], []
+    out = tmp_path / "study"
+    study_run = fake_study_steps(monkeypatch, out, calls, steps)
+    cfg = compose_cfg("reproduce", out, data_dir, ["only=[none,interleaved]"])
+    with open_dict(cfg):
+        cfg.mining.scenes_per_pattern = 1
+    with pytest.raises(StopBeforeTraining):
+        study_run.reproduce(cfg)
+    assert [name for name, _, _ in steps] == ["interleaved-seed0", "interleaved-seed1", "interleaved-seed2",
+                                              "none-seed0", "none-seed1", "none-seed2"]
+    calls.clear()
+    cfg = compose_cfg("reproduce", out, data_dir, ["only=[nonee]"])
+    with pytest.raises(ConfigError, match=r"^only: unknown fusion 'nonee' \(did you mean 'none'\?\); known: interleaved, none"):
+        study_run.reproduce(cfg)
+    assert calls == []

@@ -141,6 +141,7 @@ def reproduce(cfg) -> dict:
     out, c = study.out, cfg
     if c.train_data not in options("data"):   # found before any step runs, not by the first training
         raise ConfigError(unknown("train_data", "data option", c.train_data, options("data")))
+    fusions = trained_fusions(c)
     out.mkdir(parents=True, exist_ok=True)
     check_recipe(out, c)
     pairs_pp = f"benchmark.synthetic.pairs_per_pattern={c.pairs_per_pattern}"
@@ -177,7 +178,7 @@ def reproduce(cfg) -> dict:
 
     # 4. MLLMs on the frozen encoders, each fusion over the seeds, `parallel` trainings at a time.
     runs, steps = {}, []
-    for fusion, overrides in c.fusions.items():
+    for fusion, overrides in fusions.items():
         for seed in c.seeds:
             run_dir = out / "mllm" / fusion / f"seed{seed}"
             resume = ["resume=auto"] if (run_dir / "checkpoints").exists() and not (run_dir / "export").exists() else []
@@ -196,6 +197,18 @@ def reproduce(cfg) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     study.say(f"done: {out / 'summary.json'}, {out / 'correlation.png'}, {out / 'tradeoff.png'}, {out / 'fusions.png'}")
     return summary
+
+
+def trained_fusions(c) -> dict:
+    """`fusions`, or those named by `only` (in the order of `fusions`: the longest first); an unknown name is
+    refused, naming the known ones and the nearest."""
+    if c.get("only") is None:
+        return dict(c.fusions)
+    names = [c.only] if isinstance(c.only, str) else list(c.only)
+    for name in names:
+        if name not in c.fusions:
+            raise ConfigError(unknown("only", "fusion", name, c.fusions))
+    return {name: overrides for name, overrides in c.fusions.items() if name in names}
 
 
 def _pct(x) -> str:
