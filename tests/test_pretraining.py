@@ -348,7 +348,7 @@ def test_the_shipped_encoders_record_the_defaults_that_remake_them(tmp_path, dat
         assert recipe(compose_cfg("pretrain", tmp_path / kind, data_dir, [f"encoder={kind}"])) == shipped, kind
 
 
-@pytest.mark.parametrize("override", ["threads=0", "max_steps=abc", "batch_size=-1", "images.size=1.5"])
+@pytest.mark.parametrize("override", ["threads=0", "max_steps=abc", "batch_size=-1", "images.size=1.5", "patch_size=0"])
 def test_pretrain_settings_are_checked_before_anything_runs(tmp_path, data_dir, override):
     from helpers import compose_cfg
     from mof.errors import ConfigError
@@ -393,3 +393,24 @@ def test_vlm_patterns_are_named_by_the_type_column_not_the_row_order(tmp_path):
     b = evaluate_vlm(TINY_ENCODERS["clip"], copy, tmp_path / "b")["per_pattern"]
     assert {k: v["category"] for k, v in a.items()} == {k: v["category"] for k, v in b.items()}
     assert all(v["category"] == k for k, v in b.items())
+
+
+def test_patch_size_sets_the_encoders_grid_and_must_divide_the_image(tmp_path, data_dir):
+    """`patch_size=4`: a 16 x 16 grid on the 64-pixel images (the shipped encoders: 8 x 8), in the saved folder too,
+    so the normal `pretrained` path loads it as made; a size that leaves a strip of pixels is refused in one line."""
+    from transformers import AutoConfig
+
+    from helpers import compose_cfg
+    from mof.errors import ConfigError
+    from mof.pretraining.run import build_module, pretrain
+
+    for kind in ("clip", "dino"):
+        module, _ = build_module(compose_cfg("pretrain", tmp_path, data_dir, [f"encoder={kind}", "patch_size=4"]))
+        module.save(tmp_path / kind)
+        config = AutoConfig.from_pretrained(tmp_path / kind)
+        assert (config.vision_config if kind == "clip" else config).patch_size == 4
+    model = module.student["backbone"].eval()
+    assert model(pixel_values=torch.zeros(1, 3, 64, 64)).last_hidden_state.shape[1] == 1 + 16 * 16
+    with pytest.raises(ConfigError, match=r"^patch_size: expected a divisor of images.size \(64\), got 5$"):
+        pretrain(compose_cfg("pretrain", tmp_path / "five", data_dir, ["patch_size=5", "max_steps=1", "batch_size=2",
+                                                                       "images.scenes_per_pattern=1"]))

@@ -23,7 +23,7 @@ from .pool import image_pool
 log = logging.getLogger(__name__)
 
 RECIPE_FILE = "pretrain.json"   # beside the weights: the settings that made them
-RECIPE = ("encoder", "images", "seed", "batch_size", "max_steps", "threads", "trainer")
+RECIPE = ("encoder", "images", "patch_size", "seed", "batch_size", "max_steps", "threads", "trainer")
 
 
 def recipe(cfg) -> dict:
@@ -38,7 +38,7 @@ def build_module(cfg) -> tuple[pl.LightningModule, str]:
     e = OmegaConf.to_container(cfg.encoder, resolve=True)
     name = e.pop("name")
     opt = {k: e.pop(k) for k in ("lr", "weight_decay", "warmup_steps")}
-    vit = dict(TINY_VIT, image_size=cfg.images.size)
+    vit = dict(TINY_VIT, image_size=cfg.images.size, patch_size=cfg.patch_size)
     if name == "clip":
         module = ClipPretraining(vit, e.pop("text"), TINY_PROJECTION_DIM, e.pop("captioned"), **opt)
     elif name == "dino":
@@ -59,10 +59,12 @@ def save(module: pl.LightningModule, made_with: dict, out: Path) -> None:
 
 def check_settings(cfg) -> None:
     """The numbers `pretrain` reads, each a positive integer (threads may be null), else one line naming the key."""
-    for key in ("max_steps", "batch_size", "images.scenes_per_pattern", "images.size", "threads"):
+    for key in ("max_steps", "batch_size", "images.scenes_per_pattern", "images.size", "patch_size", "threads"):
         value = OmegaConf.select(cfg, key)
         if not (value is None and key == "threads") and not (type(value) is int and value > 0):
             raise ConfigError(f"{key}: expected a positive integer{' or null' if key == 'threads' else ''}, got {value!r}")
+    if cfg.images.size % cfg.patch_size:
+        raise ConfigError(f"patch_size: expected a divisor of images.size ({cfg.images.size}), got {cfg.patch_size}")
 
 
 def pretrain(cfg) -> Path:
