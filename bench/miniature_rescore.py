@@ -24,7 +24,7 @@ from pathlib import Path
 
 from common import ROOT
 from mof.data.synthetic import write_once, written
-from mof.study.mining import score_pairs, write_mined_benchmark, write_pool
+from mof.study.mining import encoder_refs, mine_args, score_pairs, write_mined_benchmark, write_pool
 
 
 def quiet(args: list[str], threads: int | None = None) -> None:
@@ -41,9 +41,7 @@ def mined_benchmark(recipe: dict, out: Path, seed: int, scenes: int) -> tuple[di
     pool = write_pool(out / "pool", scenes, seed)
     run = out / "mining"
     if not (run / "summary.json").exists():
-        encoders = (f"encoders.{k}={Path(v).resolve() if Path(v).exists() else v}" for k, v in recipe["encoders"].items())
-        quiet(["mine.py", f"images={pool / 'images'}", f"hydra.run.dir={run}", *encoders,
-               f"clip_threshold={m['clip_threshold']}", f"dino_threshold={m['dino_threshold']}", f"k={m['k']}"])
+        quiet(mine_args(pool / "images", run, encoder_refs(recipe["encoders"]), m))
     cap = recipe["benchmark_pairs_per_pattern"]
     bench = write_once(out / "benchmark", {"pairs_per_pattern": cap, "version": 1},
                        lambda d: write_mined_benchmark(d, run / "pairs.csv", pool, cap))

@@ -27,6 +27,20 @@ def write_pool(out: Path, scenes_per_pattern: int, seed: int, size: int = 64) ->
     return write_once(out, {"scenes_per_pattern": scenes_per_pattern, "seed": seed, "size": size, "version": 1}, write)
 
 
+def encoder_refs(encoders) -> dict[str, str]:
+    """`{clip, dino}`: `tiny`, a hub id, or a folder (made absolute: the steps run from the checkout), as mine.py and
+    train.py take them."""
+    return {kind: str(Path(str(encoders[kind])).resolve()) if Path(str(encoders[kind])).exists() else str(encoders[kind])
+            for kind in ("clip", "dino")}
+
+
+def mine_args(images: Path, run: Path, encoders: dict, mining) -> list[str]:
+    """`mine.py` on `images` with the study's encoders (`encoder_refs`) and its `mining` thresholds, into `run`."""
+    return ["mine.py", f"images={images}", *(f"encoders.{kind}={ref}" for kind, ref in encoders.items()),
+            f"hydra.run.dir={run}", f"clip_threshold={mining['clip_threshold']}",
+            f"dino_threshold={mining['dino_threshold']}", f"k={mining['k']}"]
+
+
 def read_attributes(pool: Path) -> dict[str, dict]:
     return {a["image"]: a for a in map(json.loads, (pool / ATTRIBUTES).read_text().splitlines())}
 

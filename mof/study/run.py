@@ -23,7 +23,7 @@ from ..data.patterns import PATTERNS
 from ..data.synthetic import write_once, written
 from ..evaluation.report import pattern_correlation, pattern_scores, read_results
 from ..model.presets import tiny_encoder
-from .mining import scene_cosines, score_pairs, write_mined_benchmark, write_pool
+from .mining import encoder_refs, mine_args, scene_cosines, score_pairs, write_mined_benchmark, write_pool
 from .plots import plot_correlation, plot_fusions, plot_tradeoff
 
 ROOT = Path(__file__).resolve().parent.parent.parent  # the checkout: train.py, evaluate.py, mine.py
@@ -139,15 +139,14 @@ def check_recipe(out: Path, cfg) -> None:
 def reproduce(cfg) -> dict:
     study = Study(cfg)
     out, c = study.out, cfg
-    if c.train_data not in options("data"):   # found before any step runs, not by the first training
-        raise ConfigError(unknown("train_data", "data option", c.train_data, options("data")))
+    data_options = options("data")
+    if c.train_data not in data_options:   # found before any step runs, not by the first training
+        raise ConfigError(unknown("train_data", "data option", c.train_data, data_options))
     fusions = trained_fusions(c)
     out.mkdir(parents=True, exist_ok=True)
     check_recipe(out, c)
     pairs_pp = f"benchmark.synthetic.pairs_per_pattern={c.pairs_per_pattern}"
-    # `tiny`, a hub id, or a folder (made absolute: the steps run from the checkout), as mine.py and train.py take them
-    enc = {kind: str(Path(ref).resolve()) if Path(ref).exists() else str(ref)
-           for kind, ref in ((k, str(c.encoders[k])) for k in ("clip", "dino"))}
+    enc = encoder_refs(c.encoders)
 
     # 1. The tiny CLIP on MMVP-VLM: which patterns is it blind to?
     study.run("clip_vlm", ["evaluate.py", "benchmark=synthetic_vlm", f"checkpoint={tiny_encoder('clip', enc['clip'])}",
@@ -157,10 +156,7 @@ def reproduce(cfg) -> dict:
     # 2. Mining a fresh pool with the tiny CLIP and DINO; scored against the pool's attribute side file.
     m = c.mining
     pool = write_pool(out / "mining" / "pool", m.scenes_per_pattern, c.seed)
-    study.run("mine", ["mine.py", f"images={pool / 'images'}", f"encoders.clip={enc['clip']}", f"encoders.dino={enc['dino']}",
-                       f"hydra.run.dir={out / 'mining' / 'run'}",
-                       f"clip_threshold={m.clip_threshold}", f"dino_threshold={m.dino_threshold}", f"k={m.k}"],
-              out / "mining" / "run" / "summary.json")
+    study.run("mine", mine_args(pool / "images", out / "mining" / "run", enc, m), out / "mining" / "run" / "summary.json")
     mining = score_pairs(out / "mining" / "run" / "pairs.csv", pool)
     shards = json.loads((out / "mining" / "run" / "summary.json").read_text())["shards"]
     mining["scene_cosines"] = scene_cosines(out / "mining" / "run" / "embeddings", shards, pool)
