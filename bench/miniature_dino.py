@@ -5,6 +5,7 @@ between different scenes, and `mine.py` (the shipped tiny CLIP, the paper's thre
 
     python pretrain.py encoder=dino out=/tmp/dino-koleo encoder.masked_patches.weight=1.0 encoder.koleo=0.1
     python bench/miniature_dino.py mof/assets/encoders/tiny-dino /tmp/dino-koleo
+    python bench/miniature_dino.py DIR... --pool-seeds 1 2 3 4 5   # mining on fresh pools of the study's size
 """
 
 from __future__ import annotations
@@ -68,18 +69,27 @@ def mine(folder: str, pool: Path, run: Path) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("dinos", nargs="+", help="Dinov2Model save_pretrained folders")
+    p.add_argument("--pool-seeds", nargs="+", type=int, default=[0],
+                   help="the pools to mine (40 scenes a pattern each); 0 is the study's, others are fresh")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        pool = write_pool(Path(tmp) / "pool", 40, 0)
-        print("| DINO | within-pair CLS cosine: " + " / ".join(BLIND) + " | other scenes | mined pairs | true | "
-              "precision | the true pairs' properties | the others |")
-        print("|---" * 8 + "|")
+        pools = {s: write_pool(Path(tmp) / f"pool{s}", 40, s) for s in a.pool_seeds}
+        print("| DINO | pool seed | within-pair CLS cosine: " + " / ".join(BLIND) + " | other scenes | mined pairs | "
+              "true | precision | the true pairs' properties | the others |")
+        print("|---" * 9 + "|")
+        precision = {}
         for n, folder in enumerate(a.dinos):
             within, cross = cosines(folder)
-            m = mine(folder, pool, Path(tmp) / f"run{n}")
-            others = {k: v for k, v in m["kinds"].items() if k != "true"}
-            print(f"| {folder} | " + " / ".join(f"{within[k]:.3f}" for k in BLIND) + f" | {cross:.3f} | {m['pairs']} | "
-                  f"{m['true_pairs']} | {100 * (m['precision'] or 0):.1f}% | {m['properties']} | {others} |")
+            for s, pool in pools.items():
+                m = mine(folder, pool, Path(tmp) / f"run{n}-{s}")
+                precision.setdefault(folder, []).append(100 * (m["precision"] or 0))
+                others = {k: v for k, v in m["kinds"].items() if k != "true"}
+                print(f"| {folder} | {s} | " + " / ".join(f"{within[k]:.3f}" for k in BLIND) + f" | {cross:.3f} | "
+                      f"{m['pairs']} | {m['true_pairs']} | {precision[folder][-1]:.1f}% | {m['properties']} | {others} |")
+        if len(pools) > 1:
+            for folder, values in precision.items():
+                t = torch.tensor(values)
+                print(f"{folder}: precision over pools {a.pool_seeds}: {t.mean():.1f} ± {t.std():.1f}%")
 
 
 if __name__ == "__main__":

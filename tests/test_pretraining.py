@@ -10,7 +10,7 @@ import torch
 from helpers import run_script
 from mof.pretraining.clip import contrastive_loss
 from mof.pretraining.dino import (background_tint, color_jitter, dino_loss, koleo_loss, masked_patch_loss, random_masks,
-                                  random_resized_crops, random_shift)
+                                  random_resized_crops, random_shift, view_contrast_loss)
 from mof.data.synthetic import PROPERTIES, caption
 
 
@@ -68,6 +68,22 @@ def test_koleo_loss_equals_the_hand_computation():
     assert koleo_loss(y).item() == pytest.approx(-(2 * math.log(d01) + math.log(d12)) / 3, abs=1e-6)
     koleo_loss(x).backward()  # finite gradients: no sqrt of a zero self-distance
     assert torch.isfinite(x.grad).all()
+
+
+def test_view_contrast_loss_equals_the_hand_computation():
+    # two images, two views each, in 2-D (scaled on purpose: the loss normalises); rows 0, 1 = view a, rows 2, 3 = b
+    a = torch.tensor([[3.0, 0.0], [0.0, 1.0]])
+    b = torch.tensor([[0.6, 0.8], [-1.0, 0.0]])
+    t = 0.5
+    # cosines to the other three rows; the positive is the other view of the same image
+    rows = {0: ([0.0, 0.6, -1.0], 1),    # a0 against a1, b0 (positive), b1
+            1: ([0.0, 0.8, 0.0], 2),     # a1 against a0, b0, b1 (positive)
+            2: ([0.6, 0.8, -0.6], 0),    # b0 against a0 (positive), a1, b1
+            3: ([-1.0, 0.0, -0.6], 1)}   # b1 against a0, a1 (positive), b0
+    expected = sum(_ce([c / t for c in cos], target) for cos, target in rows.values()) / 4
+    assert view_contrast_loss(a, b, t).item() == pytest.approx(expected, abs=1e-6)
+    # swapping one image's views across images makes the positives wrong: the loss rises
+    assert view_contrast_loss(a, b.flip(0), t).item() > expected + 0.5
 
 
 def test_masked_patch_loss_equals_the_hand_computation():
@@ -145,22 +161,20 @@ def test_shift_moves_an_image_by_whole_pixels_up_to_the_scenes_jitter():
     assert torch.equal(random_shift(image, 0.0, torch.Generator()), image)
 
 
-def _tiny_dino(**options):
+def _tiny_dino(global_views: int = 2, **options):
     from mof.pretraining.dino import DinoPretraining
 
+    torch.manual_seed(0)
     vision = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "mlp_ratio": 2, "patch_size": 8,
               "image_size": 16}
     return DinoPretraining(vision, {"hidden": 32, "bottleneck": 8, "out_dim": 16},
-                           {"number": 2, "size": 16, "scale": [0.5, 1.0]}, {"number": 0, "size": 8, "scale": [0.2, 0.5]},
+                           {"number": global_views, "size": 16, "scale": [0.5, 1.0]}, {"number": 0, "size": 8, "scale": [0.2, 0.5]},
                            0.4, 0.0, 0.1, 0.04, 0.9, 0.99, 1e-3, 0.04, 1, **options)
 
 
-@pytest.mark.parametrize("where", ["cls", "bottleneck"])
-def test_koleo_spreads_the_features_it_is_told_to(where):
-    """`encoder.koleo_on`: KoLeo on the backbone's CLS (DINOv2's, what mining reads) or on the head's bottleneck. The
-    logged term is KoLeo of those features of the student's global views, and not of the other ones."""
-    torch.manual_seed(0)
-    module = _tiny_dino(koleo=0.1, koleo_on=where)
+def _one_step(module) -> tuple[dict, torch.Tensor]:
+    """One training step of `module` on 6 random 16-px images: what it logged, and its student's backbone CLS of the
+    same two global views (the generator reseeded to draw them again) `[12, D]`."""
     logs = {}
     module.log_dict = lambda d, **_: logs.update(d)
     batch = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
@@ -169,7 +183,16 @@ def test_koleo_spreads_the_features_it_is_told_to(where):
     module.generator.manual_seed(3)
     glob = torch.cat(module.views(batch)[:2])
     with torch.no_grad():
-        cls = module.student["backbone"](pixel_values=glob).pooler_output
+        return logs, module.student["backbone"](pixel_values=glob).pooler_output
+
+
+@pytest.mark.parametrize("where", ["cls", "bottleneck"])
+def test_koleo_spreads_the_features_it_is_told_to(where):
+    """`encoder.koleo_on`: KoLeo on the backbone's CLS (DINOv2's, what mining reads) or on the head's bottleneck. The
+    logged term is KoLeo of those features of the student's global views, and not of the other ones."""
+    module = _tiny_dino(koleo=0.1, koleo_on=where)
+    logs, cls = _one_step(module)
+    with torch.no_grad():
         bottleneck = module.student["head"].mlp(cls)
     expected = {"cls": cls, "bottleneck": bottleneck}
     value = lambda f: float(sum(koleo_loss(c) for c in f.view(2, 6, -1)) / 2)
@@ -178,11 +201,28 @@ def test_koleo_spreads_the_features_it_is_told_to(where):
     assert float(logs["pretrain/koleo"]) != pytest.approx(value(other), rel=1e-3)
 
 
+def test_view_contrast_is_logged_and_added_on_the_students_global_cls():
+    """`encoder.view_contrast`: the logged term is SimCLR's loss between the student's two global views' backbone
+    CLS, and the total is the DINO loss plus its weight times it."""
+    logs, cls = _one_step(_tiny_dino(view_contrast={"weight": 0.5, "temperature": 0.2}))
+    assert float(logs["pretrain/view_contrast"]) == pytest.approx(float(view_contrast_loss(cls[:6], cls[6:], 0.2)), rel=1e-5)
+    assert float(logs["pretrain/loss"]) == pytest.approx(
+        float(logs["pretrain/dino_loss"]) + 0.5 * float(logs["pretrain/view_contrast"]), rel=1e-5)
+    assert "pretrain/view_contrast" not in _one_step(_tiny_dino())[0]
+
+
 def test_koleo_on_an_unknown_place_names_the_key():
     from mof.errors import ConfigError
 
     with pytest.raises(ConfigError, match="^encoder.koleo_on: expected one of cls, bottleneck, got 'head'"):
         _tiny_dino(koleo=0.1, koleo_on="head")
+
+
+def test_view_contrast_needs_two_global_views():
+    from mof.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="^encoder.view_contrast: expected 2 global crops to contrast, got 3"):
+        _tiny_dino(global_views=3, view_contrast={"weight": 1.0, "temperature": 0.1})
 
 
 def test_captions_name_only_the_captioned_properties():

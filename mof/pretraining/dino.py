@@ -13,6 +13,10 @@ Augmentations (`mof/conf/encoder/dino.yaml`) decide what the encoder learns to i
 
 DINOv2's two additions are options (`masked_patches`, `koleo`; off in the shipped DINO, measured in
 docs/miniature.md): iBOT's loss on masked patches, and the KoLeo regulariser, which spreads a batch's features.
+A third loss is not DINO's and is on in the shipped DINO since the 14th stop (`view_contrast`): SimCLR's contrastive
+loss between the backbone CLS of the two global views, which spreads the images apart only in what the augmentations
+leave alike. Without it the CLS, which mining reads, clustered images by object, colour and size and stayed as blind
+as the CLIP to orientation and presence (docs/miniature.md).
 """
 
 from __future__ import annotations
@@ -42,6 +46,17 @@ def koleo_loss(x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         nearest = (x @ x.T).fill_diagonal_(-2).argmax(-1)
     return -torch.log((x - x[nearest]).norm(dim=-1) + 1e-8).mean()
+
+
+def view_contrast_loss(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent (Chen et al. 2020) between two views of a batch, `a`, `b` `[B, D]`: each of the 2B rows,
+    L2-normalised, picks the other view of its image out of the other 2B - 1 rows by cosine / `temperature`; the mean
+    cross-entropy. It pulls an image's views together (invariance to what the augmentations change) and spreads
+    the images apart in every other respect (an arrow and its mirror, which no augmentation relates)."""
+    z = F.normalize(torch.cat([a, b]), dim=-1)
+    n = len(a)
+    sim = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
+    return F.cross_entropy(sim, torch.arange(2 * n, device=z.device).roll(n))
 
 
 def masked_patch_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, center: torch.Tensor,
@@ -172,7 +187,8 @@ class DinoPretraining(pl.LightningModule):
     def __init__(self, vision: dict, head: dict, global_crops: dict, local_crops: dict, jitter: float, grayscale_p: float,
                  student_temp: float, teacher_temp: float, center_momentum: float, teacher_momentum: float, lr: float,
                  weight_decay: float, warmup_steps: int, masked_patches: dict | None = None, koleo: float = 0.0,
-                 koleo_on: str = "cls", background_p: float = 0.0, shift_p: float = 0.0, seed: int = 0):
+                 koleo_on: str = "cls", background_p: float = 0.0, shift_p: float = 0.0,
+                 view_contrast: dict | None = None, seed: int = 0):
         super().__init__()
         from transformers import Dinov2Config, Dinov2Model
 
@@ -185,6 +201,9 @@ class DinoPretraining(pl.LightningModule):
         if koleo_on not in KOLEO_ON:
             raise ConfigError(f"encoder.koleo_on: expected one of {', '.join(KOLEO_ON)}, got {koleo_on!r}")
         self.koleo, self.koleo_on = koleo, koleo_on
+        self.view_contrast = dict(view_contrast or {"weight": 0.0})   # SimCLR's loss on the CLS; weight 0 turns off
+        if self.view_contrast["weight"] and global_crops["number"] != 2:
+            raise ConfigError(f"encoder.view_contrast: expected 2 global crops to contrast, got {global_crops['number']}")
         if self.masked["weight"]:
             self.student["patch_head"] = DinoHead(vision["hidden_size"], **head)
             self.teacher["patch_head"] = copy.deepcopy(self.student["patch_head"]).requires_grad_(False)
@@ -256,6 +275,11 @@ class DinoPretraining(pl.LightningModule):
             kl = sum(koleo_loss(c) for c in spread.view(g, len(batch), -1)) / g
             loss = loss + self.koleo * kl
             logs["pretrain/koleo"] = kl.detach()
+        if self.view_contrast["weight"]:
+            a, b = s_out.pooler_output.view(g, len(batch), -1)
+            vc = view_contrast_loss(a, b, self.view_contrast["temperature"])
+            loss = loss + self.view_contrast["weight"] * vc
+            logs["pretrain/view_contrast"] = vc.detach()
         with torch.no_grad():
             m = self.center_momentum
             self.center.mul_(m).add_(teacher.mean((0, 1)).unsqueeze(0), alpha=1 - m)
