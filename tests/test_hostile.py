@@ -453,6 +453,19 @@ def test_correct_graceful_stop_off_the_checkpoint_interval_resumes_exactly(tmp_p
     assert resumed.keys() == uninterrupted.keys() and all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
 
 
+def test_correct_a_stop_in_a_later_epoch_resumes_exactly_and_each_epoch_draws_its_own_order(tmp_path, data_dir):
+    """Batch 16: 9 steps an epoch. A run stopped at step 11 (epoch 1) and resumed to 14 equals a run of 14 steps.
+    Until the 14th stop, Lightning never told the batch sampler a new epoch had started: every epoch repeated epoch
+    0's order, and the resumed run (its sampler set to epoch 1 from the checkpoint) drew another one."""
+    args = ["seed=3", "trainer.max_steps=14", "export=false", "trainer.deterministic=true", "data.batch_size=16"]
+    train(train_cfg(tmp_path / "whole", data_dir, args))
+    train(train_cfg(tmp_path / "run", data_dir, [*args, "stop_at_step=11"]))
+    assert load_checkpoint_file(tmp_path / "run" / "checkpoints" / "last.ckpt")["epoch"] == 1
+    train(train_cfg(tmp_path / "run", data_dir, [*args, "resume=auto"]))
+    a, b = trainable(tmp_path / "run"), trainable(tmp_path / "whole")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.slow
 def test_correct_sigterm_checkpoints_exits_non_zero_and_resumes_exactly(tmp_path, data_dir, uninterrupted):
     args = ["train.py", "seed=3", "trainer.max_steps=8", "export=false", *FAST, "evaluate_after=null",

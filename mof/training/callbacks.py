@@ -173,6 +173,19 @@ class KeptCheckpoints(pl.callbacks.ModelCheckpoint):
                          enable_version_counter=False, every_n_train_steps=every_n_train_steps)
 
 
+class SamplerEpoch(pl.Callback):
+    """Tells the data's batch sampler which epoch starts, so that each epoch draws its own order (seeded by seed +
+    epoch) and a run resumed in a later epoch draws the order the uninterrupted run drew. Lightning calls `set_epoch`
+    on a loader's `sampler` and on its `batch_sampler.sampler` (`lightning.fabric.utilities.data._set_sampler_epoch`),
+    never on a batch sampler itself: until the 14th stop every epoch repeated epoch 0's order, and a run resumed after
+    epoch 0 went on in another order than the run it continued."""
+
+    def on_train_epoch_start(self, trainer, module):
+        sampler = getattr(trainer.datamodule, "sampler", None)
+        if sampler is not None:
+            sampler.set_epoch(trainer.current_epoch)
+
+
 class StopAndSave(pl.Callback):
     """At a step boundary, on SIGTERM (SLURM preemption, a scheduler's kill) or after `stop_at_step` steps, write
     `last.ckpt` from the mid-epoch state (loops, sampler position, RNG) and stop: `resume=auto` then continues

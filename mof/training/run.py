@@ -24,8 +24,8 @@ from ..evaluation.loading import load_for_evaluation
 from ..evaluation.run import evaluate_benchmark
 from ..errors import ConfigError, MofError, exit_with, is_secondary_rank, refuse_finished
 from ..threads import pinned_threads
-from .callbacks import (GracefulStop, GradNormMonitor, KeptCheckpoints, LastCheckpoint, PaddingFraction, SkippedSamples,
-                        StepProgressBar, StopAndSave, PartitionReport, throughput_monitor)
+from .callbacks import (GracefulStop, GradNormMonitor, KeptCheckpoints, LastCheckpoint, PaddingFraction, SamplerEpoch,
+                        SkippedSamples, StepProgressBar, StopAndSave, PartitionReport, throughput_monitor)
 from .config_check import validate
 from .from_config import build_model_from_cfg, model_config_from, run_info
 from .module import MofLitModule
@@ -148,7 +148,7 @@ def build_trainer(cfg, run_dir: Path, skipped: SkippedSamples, logger) -> pl.Tra
     """Lightning's Trainer with mof's checkpoints (last + every N kept, written atomically), monitors and strategy."""
     accelerator = _accelerator(cfg)
     ckpt_dir, ck = run_dir / "checkpoints", cfg.checkpoint
-    callbacks = [LastCheckpoint(ckpt_dir, ck.every_n_train_steps)]
+    callbacks = [LastCheckpoint(ckpt_dir, ck.every_n_train_steps), SamplerEpoch()]
     if ck.get("keep_every_n_train_steps"):
         callbacks.append(KeptCheckpoints(ckpt_dir, ck.keep_every_n_train_steps))
     stop_at_step = int(cfg.stop_at_step) if cfg.get("stop_at_step") else None
