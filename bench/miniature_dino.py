@@ -1,7 +1,9 @@
 """Tiny DINOs side by side, as mining sees them: for each `save_pretrained` folder, the mean CLS cosine between the
 two images of 30 held-out scenes a pattern (which differ in that property alone; 1 is blind), the mean cosine
 between different scenes, and `mine.py` (the shipped tiny CLIP, the paper's thresholds) on the study's pool
-(`reproduce.py`'s: 720 images, seed 0), scored against its attribute side file.
+(`reproduce.py`'s: 720 images, seed 0), scored against its attribute side file; and, over every pair of the pool (no
+neighbour limit, `mof.study.mining.pair_breakdown`), the true and false pairs that the CLIP calls the same and how
+many of each the DINO calls different.
 
     python pretrain.py encoder=dino out=/tmp/dino-koleo encoder.masked_patches.weight=1.0 encoder.koleo=0.1
     python bench/miniature_dino.py mof/assets/encoders/tiny-dino /tmp/dino-koleo
@@ -23,7 +25,7 @@ from transformers import AutoImageProcessor, AutoModel
 
 from common import ROOT
 from mof.data.synthetic import PROPERTY, make_pairs
-from mof.study.mining import differs_in_one_property, read_attributes, score_pairs, write_pool
+from mof.study.mining import differs_in_one_property, pair_breakdown_of, read_attributes, score_pairs, write_pool
 
 BLIND = ["orientation", "quantity", "position", "presence", "viewpoint"]  # the tiny CLIP's (docs/miniature.md)
 
@@ -63,7 +65,7 @@ def mine(folder: str, pool: Path, run: Path) -> dict:
         a, b = attrs[Path(r["image_a"]).name], attrs[Path(r["image_b"]).name]
         kinds["true" if differs_in_one_property(a, b) else two_patterns(a, b) if a["pattern"] != b["pattern"]
               else "same value, other scene" if a["value"] == b["value"] else "other value, other scene"] += 1
-    return {**scored, "kinds": dict(kinds)}
+    return {**scored, "kinds": dict(kinds), "breakdown": pair_breakdown_of(run, pool)}
 
 
 def main():
@@ -75,8 +77,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         pools = {s: write_pool(Path(tmp) / f"pool{s}", 40, s) for s in a.pool_seeds}
         print("| DINO | pool seed | within-pair CLS cosine: " + " / ".join(BLIND) + " | other scenes | mined pairs | "
-              "true | precision | the true pairs' properties | the others |")
-        print("|---" * 9 + "|")
+              "true | precision | the true pairs' properties | the others | every pair the CLIP calls the same: true / false "
+              "| of them the DINO calls different: true / false |")
+        print("|---" * 11 + "|")
         precision = {}
         for n, folder in enumerate(a.dinos):
             within, cross = cosines(folder)
@@ -84,8 +87,10 @@ def main():
                 m = mine(folder, pool, Path(tmp) / f"run{n}-{s}")
                 precision.setdefault(folder, []).append(100 * (m["precision"] or 0))
                 others = {k: v for k, v in m["kinds"].items() if k != "true"}
+                same, both = m["breakdown"]["clip_same"], m["breakdown"]["mined"]
                 print(f"| {folder} | {s} | " + " / ".join(f"{within[k]:.3f}" for k in BLIND) + f" | {cross:.3f} | "
-                      f"{m['pairs']} | {m['true_pairs']} | {precision[folder][-1]:.1f}% | {m['properties']} | {others} |")
+                      f"{m['pairs']} | {m['true_pairs']} | {precision[folder][-1]:.1f}% | "
+                      f"{m['properties']} | {others} | {same['true']} / {same['false']} | {both['true']} / {both['false']} |")
         if len(pools) > 1:
             for folder, values in precision.items():
                 t = torch.tensor(values)

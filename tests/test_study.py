@@ -10,7 +10,8 @@ from omegaconf import open_dict
 
 from helpers import compose_cfg
 from mof.data.synthetic import make_images
-from mof.study.mining import differs_in_one_property, read_attributes, score_pairs, write_mined_benchmark, write_pool
+from mof.study.mining import (differs_in_one_property, pair_breakdown, read_attributes, score_pairs,
+                              write_mined_benchmark, write_pool)
 
 
 def test_a_pair_differs_in_one_property_only_when_everything_else_is_equal():
@@ -54,6 +55,28 @@ def test_mining_precision_and_the_mined_benchmark_by_hand(tmp_path):
     assert rows[0]["Question"] == "Which way is the arrow pointing?" and rows[2]["Question"] == "Is the lamp on or off?"
 
 
+@pytest.mark.parametrize("block", [2, 1024])
+def test_the_pair_breakdown_counts_every_pair_by_what_each_encoder_says_by_hand(block):
+    import numpy as np
+
+    arrow = {"pattern": "orientation and direction", "value": "left", "color": "red"}
+    attrs = [{**arrow, "image": "0.png", "scene": 0}, {**arrow, "image": "1.png", "scene": 0, "value": "right"},
+             {**arrow, "image": "2.png", "scene": 1},                      # image 0's content, another scene
+             {"image": "3.png", "scene": 2, "pattern": "presence of specific features", "value": "yes", "color": "red"},
+             {**arrow, "image": "4.png", "scene": 3, "value": "right", "color": "blue"}]
+    # CLIP: images 0-3 at cosine > 0.98 of one another (rows of any length), image 4 orthogonal to them; so above
+    # 0.95: 0-1 and 1-2 (true: an arrow's two directions), 0-3, 1-3, 2-3 (two patterns); 0-2 (one content) left out
+    clip = np.array([[3.0, 0.3, 0.0], [1.0, 0.0, 0.1], [2.0, 0.1, 0.1], [1.0, -0.1, 0.0], [0.0, 0.0, 1.0]])
+    # DINO: 0 and 2 alike, 1 apart from both (cosine 0), 3 at cosine 0.8 of 0 and 2 and 0.6 of 1
+    dino = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [2.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.0, 0.0, 1.0]])
+    # mined (DINO below 0.7): 0-1 and 1-2 (true), 1-3 (false)
+    assert pair_breakdown(clip, dino, attrs, 0.95, 0.7, block=block) == {
+        "clip_same": {"true": {"orientation": 2}, "false": 3, "precision": 0.4},
+        "mined": {"true": {"orientation": 2}, "false": 1, "precision": pytest.approx(2 / 3)}}
+    none = pair_breakdown(clip, dino, attrs, 0.9999, 0.7, block=block)
+    assert none["clip_same"] == {"true": {}, "false": 0, "precision": None}
+
+
 @pytest.mark.slow
 def test_short_study_runs_end_to_end_and_continues_from_its_cache(tmp_path, data_dir, capsys):
     from mof.study.run import reproduce
@@ -71,6 +94,9 @@ def test_short_study_runs_end_to_end_and_continues_from_its_cache(tmp_path, data
     for key in ("clip_vlm", "mining", "mllm", "correlation", "seeds", "minutes"):
         assert key in saved
     assert set(saved["clip_vlm"]["per_pattern"]) and saved["mining"]["pairs"] >= saved["mining"]["true_pairs"] > 0
+    breakdown = saved["mining"]["breakdown"]   # every pair: those mined are among those the CLIP calls the same
+    assert sum(breakdown["mined"]["true"].values()) <= sum(breakdown["clip_same"]["true"].values())
+    assert breakdown["mined"]["false"] <= breakdown["clip_same"]["false"]
     cosines = saved["mining"]["scene_cosines"]
     assert len(cosines) == 9 and all(-1 <= v <= 1 for c in cosines.values() for v in c.values())
     for fusion in ("none", "interleaved"):
@@ -187,8 +213,9 @@ def fake_study_steps(monkeypatch, out: Path, calls: list, steps: list):
 
     monkeypatch.setattr(study_run.Study, "run", fake_run)
     monkeypatch.setattr(study_run.Study, "run_all", fake_run_all)
+    breakdown = {k: {"true": {}, "false": 0, "precision": None} for k in ("clip_same", "mined")}
     for name, value in {"score_pairs": {"pairs": 1, "precision": 1.0, "properties": {}}, "scene_cosines": {},
-                        "pattern_scores": {}, "read_results": {}}.items():
+                        "pair_breakdown_of": breakdown, "pattern_scores": {}, "read_results": {}}.items():
         monkeypatch.setattr(study_run, name, lambda *a, v=value: v)
     monkeypatch.setattr(study_run, "write_mined_benchmark", lambda d, *a: {"pairs": 1, "per_pattern": {}})
     (out / "mining" / "run").mkdir(parents=True)

@@ -52,6 +52,62 @@ def differs_in_one_property(a: dict, b: dict) -> bool:
     return a["pattern"] == b["pattern"] and a["value"] != b["value"] and all(a.get(k) == b.get(k) for k in keys)
 
 
+def _content_codes(attrs: list[dict]) -> tuple:
+    """Per image, an integer for its content (pattern, value and drawn attributes: what `differs_in_one_property`
+    compares) and one for its content less the value; two images of equal codes differ in nuisance alone."""
+    import numpy as np
+
+    def code(key):
+        seen: dict = {}
+        return np.array([seen.setdefault(key(a), len(seen)) for a in attrs])
+    rest = lambda a: tuple(sorted((k, v) for k, v in a.items() if k not in ("image", "scene", "value")))
+    return code(lambda a: (rest(a), a["value"])), code(rest)
+
+
+def _unit(x):
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def pair_breakdown(clip, dino, attrs: list[dict], clip_threshold: float, dino_threshold: float,
+                   block: int = 1024) -> dict:
+    """Where mining's precision goes, over every pair of the pool (no neighbour limit): the pairs of different
+    content that the CLIP calls the same (cosine above `clip_threshold`), true ones (one property apart) by
+    property and false ones (two patterns, or two properties), and of those the pairs the DINO calls different
+    too (cosine below `dino_threshold`), which the thresholds mine. Two images of one content (nuisance apart) are
+    left out. `clip`, `dino` `[N, D]` rows in the order of `attrs`; `block` rows of cosines in memory at a time."""
+    import numpy as np
+
+    x, y = _unit(clip), _unit(dino)
+    content, family = _content_codes(attrs)
+    prop = np.array([PROPERTY[a["pattern"]] for a in attrs])
+    out = {k: {"true": Counter(), "false": 0} for k in ("clip_same", "mined")}
+    for start in range(0, len(x), block):
+        rows, cols = np.nonzero(x[start:start + block] @ x.T > clip_threshold)
+        rows += start
+        keep = (cols > rows) & (content[rows] != content[cols])   # each pair once, of different content
+        rows, cols = rows[keep], cols[keep]
+        mined = np.einsum("ij,ij->i", y[rows], y[cols]) < dino_threshold
+        for key, sel in (("clip_same", np.ones(len(rows), bool)), ("mined", mined)):
+            true = sel & (family[rows] == family[cols])
+            out[key]["true"].update(prop[rows[true]].tolist())
+            out[key]["false"] += int((sel & ~true).sum())
+    for v in out.values():
+        v["true"] = dict(v["true"].most_common())
+        n = sum(v["true"].values())
+        v["precision"] = n / (n + v["false"]) if n + v["false"] else None
+    return out
+
+
+def pair_breakdown_of(run: Path, pool: Path) -> dict:
+    """`pair_breakdown` of a finished `mine.py` run on `pool` (its embeddings and thresholds)."""
+    ran = json.loads((run / "summary.json").read_text())
+    attrs, clip, dino = _embedded(run / "embeddings", ran["shards"], pool)
+    return pair_breakdown(clip[:], dino[:], attrs, ran["clip_threshold"], ran["dino_threshold"])
+
+
 def score_pairs(pairs_csv: Path, pool: Path) -> dict:
     """Precision of the mined pairs against the side file, and the properties the true pairs differ in."""
     attrs = read_attributes(pool)
@@ -91,27 +147,33 @@ def write_mined_benchmark(out: Path, pairs_csv: Path, pool: Path, max_pairs_per_
     return {**write_mmvp(out, out_rows, images), "per_pattern": dict(taken)}
 
 
-def scene_cosines(embeddings: Path, n_shards: int, pool: Path) -> dict:
-    """Per property, the mean cosine of CLIP's and of DINO's embeddings between the two images of a scene (which
-    differ in that property alone): what each encoder sees, and so which pairs the thresholds can find."""
+def _embedded(embeddings: Path, n_shards: int, pool: Path) -> tuple:
+    """The mining run's embeddings, read back: `(attributes by row, clip [N, D], dino [N, D])`."""
     import numpy as np
 
     from ..mining.embed import Embedded
 
     embedded = Embedded(embeddings, n_shards)
-    ids, clip, dino = embedded.ids(np.arange(len(embedded))), embedded.clip, embedded.dino
     attrs = read_attributes(pool)
-    row = {Path(i).name: k for k, i in enumerate(ids)}
-    by_scene: dict[int, list[str]] = {}
-    for name, a in attrs.items():
-        if name in row:
-            by_scene.setdefault(a["scene"], []).append(name)
+    rows = [attrs[Path(i).name] for i in embedded.ids(np.arange(len(embedded)))]
+    return rows, embedded.clip, embedded.dino
+
+
+def scene_cosines(embeddings: Path, n_shards: int, pool: Path) -> dict:
+    """Per property, the mean cosine of CLIP's and of DINO's embeddings between the two images of a scene (which
+    differ in that property alone): what each encoder sees, and so which pairs the thresholds can find."""
+    import numpy as np
+
+    attrs, clip, dino = _embedded(embeddings, n_shards, pool)
+    by_scene: dict[int, list[int]] = {}
+    for row, a in enumerate(attrs):
+        by_scene.setdefault(a["scene"], []).append(row)
     out: dict[str, dict] = {}
-    for names in by_scene.values():
-        if len(names) != 2:
+    for rows in by_scene.values():
+        if len(rows) != 2:
             continue
-        a, b = (row[n] for n in names)
-        prop = PROPERTY[attrs[names[0]]["pattern"]]
+        a, b = rows
+        prop = PROPERTY[attrs[a]["pattern"]]
         for kind, m in (("clip", clip), ("dino", dino)):
             x, y = m[a], m[b]
             cos = float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))

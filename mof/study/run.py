@@ -23,7 +23,8 @@ from ..data.patterns import PATTERNS
 from ..data.synthetic import write_once, written
 from ..evaluation.report import pattern_correlation, pattern_scores, read_results
 from ..model.presets import tiny_encoder
-from .mining import encoder_refs, mine_args, scene_cosines, score_pairs, write_mined_benchmark, write_pool
+from .mining import (encoder_refs, pair_breakdown_of, mine_args, scene_cosines, score_pairs, write_mined_benchmark,
+                     write_pool)
 from .plots import plot_correlation, plot_fusions, plot_tradeoff
 
 ROOT = Path(__file__).resolve().parent.parent.parent  # the checkout: train.py, evaluate.py, mine.py
@@ -160,7 +161,11 @@ def reproduce(cfg) -> dict:
     mining = score_pairs(out / "mining" / "run" / "pairs.csv", pool)
     shards = json.loads((out / "mining" / "run" / "summary.json").read_text())["shards"]
     mining["scene_cosines"] = scene_cosines(out / "mining" / "run" / "embeddings", shards, pool)
-    study.say(f"mining: {mining['pairs']} pairs, precision {_pct(mining['precision'])}, properties {mining['properties']}")
+    mining["breakdown"] = pair_breakdown_of(out / "mining" / "run", pool)
+    clip_same, both = mining["breakdown"]["clip_same"], mining["breakdown"]["mined"]
+    study.say(f"mining: {mining['pairs']} pairs, precision {_pct(mining['precision'])}, properties {mining['properties']}; "
+              f"of every pair, the CLIP calls the same {clip_same['true']} true and {clip_same['false']} false ones, the "
+              f"DINO different {both['true']} and {both['false']} of them")
 
     # 3. An MMVP-style benchmark from the mined pairs (held out: the pool shares no scene with training).
     #    Written whole or not at all (a study killed while writing it makes it again, rather than finding half of it).
