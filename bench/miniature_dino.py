@@ -8,6 +8,7 @@ many of each the DINO calls different.
     python pretrain.py encoder=dino out=/tmp/dino-koleo encoder.masked_patches.weight=1.0 encoder.koleo=0.1
     python bench/miniature_dino.py mof/assets/encoders/tiny-dino /tmp/dino-koleo
     python bench/miniature_dino.py DIR... --pool-seeds 1 2 3 4 5   # mining on fresh pools of the study's size
+    python bench/miniature_dino.py DIR... --k 720                  # every pair of a pool searched, no neighbour limit
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from common import ROOT
 from mof.data.synthetic import PROPERTY, make_pairs
 from mof.study.mining import differs_in_one_property, pair_breakdown_of, read_attributes, score_pairs, write_pool
 
+PARTS = ("true", "false", "one_content")  # pair_breakdown's
 BLIND = ["orientation", "quantity", "position", "presence", "viewpoint"]  # the tiny CLIP's (docs/miniature.md)
 
 
@@ -53,9 +55,9 @@ def two_patterns(a: dict, b: dict) -> str:
     return f"two patterns: {' / '.join(names)}" + (f" (same {' and '.join(same)})" if same else "")
 
 
-def mine(folder: str, pool: Path, run: Path) -> dict:
+def mine(folder: str, pool: Path, run: Path, k: int | None) -> dict:
     subprocess.run([sys.executable, "mine.py", f"images={pool / 'images'}", f"encoders.dino={Path(folder).resolve()}",
-                    f"hydra.run.dir={run}"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                    f"hydra.run.dir={run}", *([f"k={k}"] if k else [])], cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     scored = score_pairs(run / "pairs.csv", pool)
     attrs = read_attributes(pool)
     import csv
@@ -73,6 +75,8 @@ def main():
     p.add_argument("dinos", nargs="+", help="Dinov2Model save_pretrained folders")
     p.add_argument("--pool-seeds", nargs="+", type=int, default=[0],
                    help="the pools to mine (40 scenes a pattern each); 0 is the study's, others are fresh")
+    p.add_argument("--k", type=int, default=None,
+                   help="neighbours searched per image (mine.py's k; default its own, 10); the pool's size: every pair")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         pools = {s: write_pool(Path(tmp) / f"pool{s}", 40, s) for s in a.pool_seeds}
@@ -84,13 +88,14 @@ def main():
         for n, folder in enumerate(a.dinos):
             within, cross = cosines(folder)
             for s, pool in pools.items():
-                m = mine(folder, pool, Path(tmp) / f"run{n}-{s}")
+                m = mine(folder, pool, Path(tmp) / f"run{n}-{s}", a.k)
                 precision.setdefault(folder, []).append(100 * (m["precision"] or 0))
                 others = {k: v for k, v in m["kinds"].items() if k != "true"}
                 same, both = m["breakdown"]["clip_same"], m["breakdown"]["mined"]
                 print(f"| {folder} | {s} | " + " / ".join(f"{within[k]:.3f}" for k in BLIND) + f" | {cross:.3f} | "
                       f"{m['pairs']} | {m['true_pairs']} | {precision[folder][-1]:.1f}% | "
-                      f"{m['properties']} | {others} | {same['true']} / {same['false']} | {both['true']} / {both['false']} |")
+                      f"{m['properties']} | {others} | {' / '.join(str(same[k]) for k in PARTS)} | "
+                      f"{' / '.join(str(both[k]) for k in PARTS)} |")
         if len(pools) > 1:
             for folder, values in precision.items():
                 t = torch.tensor(values)

@@ -69,12 +69,16 @@ def test_the_pair_breakdown_counts_every_pair_by_what_each_encoder_says_by_hand(
     clip = np.array([[3.0, 0.3, 0.0], [1.0, 0.0, 0.1], [2.0, 0.1, 0.1], [1.0, -0.1, 0.0], [0.0, 0.0, 1.0]])
     # DINO: 0 and 2 alike, 1 apart from both (cosine 0), 3 at cosine 0.8 of 0 and 2 and 0.6 of 1
     dino = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [2.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.0, 0.0, 1.0]])
-    # mined (DINO below 0.7): 0-1 and 1-2 (true), 1-3 (false)
+    # mined (DINO below 0.7): 0-1 and 1-2 (true), 1-3 (false); 0-2 (one content) not
     assert pair_breakdown(clip, dino, attrs, 0.95, 0.7, block=block) == {
-        "clip_same": {"true": {"orientation": 2}, "false": 3, "precision": 0.4},
-        "mined": {"true": {"orientation": 2}, "false": 1, "precision": pytest.approx(2 / 3)}}
+        "clip_same": {"true": {"orientation": 2}, "false": 3, "one_content": 1, "precision": pytest.approx(2 / 6)},
+        "mined": {"true": {"orientation": 2}, "false": 1, "one_content": 0, "precision": pytest.approx(2 / 3)}}
+    # a DINO that sees image 2 apart from 0 (cosine 0.6) and 3 (0.48) mines their pairs too: one of one content
+    dino[2] = [0.6, 0.0, 0.8]
+    assert pair_breakdown(clip, dino, attrs, 0.95, 0.7, block=block)["mined"] == {
+        "true": {"orientation": 2}, "false": 2, "one_content": 1, "precision": pytest.approx(2 / 5)}
     none = pair_breakdown(clip, dino, attrs, 0.9999, 0.7, block=block)
-    assert none["clip_same"] == {"true": {}, "false": 0, "precision": None}
+    assert none["clip_same"] == {"true": {}, "false": 0, "one_content": 0, "precision": None}
 
 
 @pytest.mark.slow
@@ -213,7 +217,7 @@ def fake_study_steps(monkeypatch, out: Path, calls: list, steps: list):
 
     monkeypatch.setattr(study_run.Study, "run", fake_run)
     monkeypatch.setattr(study_run.Study, "run_all", fake_run_all)
-    breakdown = {k: {"true": {}, "false": 0, "precision": None} for k in ("clip_same", "mined")}
+    breakdown = {k: {"true": {}, "false": 0, "one_content": 0, "precision": None} for k in ("clip_same", "mined")}
     for name, value in {"score_pairs": {"pairs": 1, "precision": 1.0, "properties": {}}, "scene_cosines": {},
                         "pair_breakdown_of": breakdown, "pattern_scores": {}, "read_results": {}}.items():
         monkeypatch.setattr(study_run, name, lambda *a, v=value: v)

@@ -73,31 +73,34 @@ def _unit(x):
 
 def pair_breakdown(clip, dino, attrs: list[dict], clip_threshold: float, dino_threshold: float,
                    block: int = 1024) -> dict:
-    """Where mining's precision goes, over every pair of the pool (no neighbour limit): the pairs of different
-    content that the CLIP calls the same (cosine above `clip_threshold`), true ones (one property apart) by
-    property and false ones (two patterns, or two properties), and of those the pairs the DINO calls different
-    too (cosine below `dino_threshold`), which the thresholds mine. Two images of one content (nuisance apart) are
-    left out. `clip`, `dino` `[N, D]` rows in the order of `attrs`; `block` rows of cosines in memory at a time."""
+    """Where mining's precision goes, over every pair of the pool (no neighbour limit): the pairs that the CLIP calls
+    the same (cosine above `clip_threshold`), and of those the ones the DINO calls different too (cosine below
+    `dino_threshold`), which the thresholds mine; each counted as true (one property apart; by property), false
+    (two patterns, or two properties apart) or of one content (nuisance apart: another scene's tint and position).
+    `precision` is the true pairs' share of all. `clip`, `dino` `[N, D]` rows in the order of `attrs`; `block` rows
+    of cosines in memory at a time."""
     import numpy as np
 
     x, y = _unit(clip), _unit(dino)
     content, family = _content_codes(attrs)
     prop = np.array([PROPERTY[a["pattern"]] for a in attrs])
-    out = {k: {"true": Counter(), "false": 0} for k in ("clip_same", "mined")}
+    out = {k: {"true": Counter(), "false": 0, "one_content": 0} for k in ("clip_same", "mined")}
     for start in range(0, len(x), block):
         rows, cols = np.nonzero(x[start:start + block] @ x.T > clip_threshold)
         rows += start
-        keep = (cols > rows) & (content[rows] != content[cols])   # each pair once, of different content
-        rows, cols = rows[keep], cols[keep]
+        rows, cols = rows[cols > rows], cols[cols > rows]   # each pair once
         mined = np.einsum("ij,ij->i", y[rows], y[cols]) < dino_threshold
+        same = content[rows] == content[cols]
         for key, sel in (("clip_same", np.ones(len(rows), bool)), ("mined", mined)):
-            true = sel & (family[rows] == family[cols])
+            true = sel & ~same & (family[rows] == family[cols])
             out[key]["true"].update(prop[rows[true]].tolist())
-            out[key]["false"] += int((sel & ~true).sum())
+            out[key]["false"] += int((sel & ~same).sum() - true.sum())
+            out[key]["one_content"] += int((sel & same).sum())
     for v in out.values():
         v["true"] = dict(v["true"].most_common())
         n = sum(v["true"].values())
-        v["precision"] = n / (n + v["false"]) if n + v["false"] else None
+        total = n + v["false"] + v["one_content"]
+        v["precision"] = n / total if total else None
     return out
 
 

@@ -164,8 +164,9 @@ def reproduce(cfg) -> dict:
     mining["breakdown"] = pair_breakdown_of(out / "mining" / "run", pool)
     clip_same, both = mining["breakdown"]["clip_same"], mining["breakdown"]["mined"]
     study.say(f"mining: {mining['pairs']} pairs, precision {_pct(mining['precision'])}, properties {mining['properties']}; "
-              f"of every pair, the CLIP calls the same {clip_same['true']} true and {clip_same['false']} false ones, the "
-              f"DINO different {both['true']} and {both['false']} of them")
+              f"of every pair, the CLIP calls the same {clip_same['true']} true, {clip_same['false']} false and "
+              f"{clip_same['one_content']} of one content, the DINO different {both['true']}, {both['false']} and "
+              f"{both['one_content']} of them")
 
     # 3. An MMVP-style benchmark from the mined pairs (held out: the pool shares no scene with training).
     #    Written whole or not at all (a study killed while writing it makes it again, rather than finding half of it).
