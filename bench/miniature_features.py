@@ -4,7 +4,10 @@ second-to-last patch grid (what the MLLM reads), and the tiny DINO's CLS (what m
 grid. 1 means blind to the property. 30 held-out scenes a pattern.
 
     python bench/miniature_features.py
+    python bench/miniature_features.py --dino DIR   # another tiny DINO (a pretrain.py folder) beside the shipped CLIP
 """
+import argparse
+
 import numpy as np
 import torch
 from transformers import AutoImageProcessor, AutoModel
@@ -12,9 +15,11 @@ from transformers import AutoImageProcessor, AutoModel
 from mof.data.synthetic import make_pairs
 from mof.model.presets import TINY_ENCODERS
 
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("--dino", default=TINY_ENCODERS["dino"], help="a Dinov2Model save_pretrained folder")
+folders = {"clip": TINY_ENCODERS["clip"], "dino": parser.parse_args().dino}
 res = {}
-models = {k: (AutoModel.from_pretrained(TINY_ENCODERS[k]).eval(), AutoImageProcessor.from_pretrained(TINY_ENCODERS[k]))
-          for k in ("clip", "dino")}
+models = {k: (AutoModel.from_pretrained(f).eval(), AutoImageProcessor.from_pretrained(f)) for k, f in folders.items()}
 
 
 def cos(x, y):

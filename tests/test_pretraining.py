@@ -172,9 +172,9 @@ def _tiny_dino(global_views: int = 2, **options):
                            0.4, 0.0, 0.1, 0.04, 0.9, 0.99, 1e-3, 0.04, 1, **options)
 
 
-def _one_step(module) -> tuple[dict, torch.Tensor]:
+def _one_step(module, tokens: bool = False) -> tuple[dict, torch.Tensor]:
     """One training step of `module` on 6 random 16-px images: what it logged, and its student's backbone CLS of the
-    same two global views (the generator reseeded to draw them again) `[12, D]`."""
+    same two global views (the generator reseeded to draw them again) `[12, D]` (`tokens`: every token, `[12, T, D]`)."""
     logs = {}
     module.log_dict = lambda d, **_: logs.update(d)
     batch = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
@@ -183,7 +183,8 @@ def _one_step(module) -> tuple[dict, torch.Tensor]:
     module.generator.manual_seed(3)
     glob = torch.cat(module.views(batch)[:2])
     with torch.no_grad():
-        return logs, module.student["backbone"](pixel_values=glob).pooler_output
+        out = module.student["backbone"](pixel_values=glob)
+    return logs, out.last_hidden_state if tokens else out.pooler_output
 
 
 @pytest.mark.parametrize("where", ["cls", "bottleneck"])
@@ -211,6 +212,22 @@ def test_view_contrast_is_logged_and_added_on_the_students_global_cls():
     assert "pretrain/view_contrast" not in _one_step(_tiny_dino())[0]
 
 
+def test_patch_contrast_is_the_same_loss_on_the_students_mean_patch_token():
+    """`encoder.view_contrast.patches`: SimCLR's loss between the two global views' mean patch tokens (not their CLS),
+    added at its own weight beside the CLS's."""
+    logs, hidden = _one_step(_tiny_dino(view_contrast={"weight": 0.5, "temperature": 0.2, "patches": 2.0}), tokens=True)
+    patches, cls = hidden[:, 1:].mean(1), hidden[:, 0]
+    assert hidden.shape[1] == 1 + 4   # CLS and a 2 x 2 grid of 8-px patches
+    assert float(logs["pretrain/patch_contrast"]) == pytest.approx(
+        float(view_contrast_loss(patches[:6], patches[6:], 0.2)), rel=1e-5)
+    assert float(logs["pretrain/patch_contrast"]) != pytest.approx(float(view_contrast_loss(cls[:6], cls[6:], 0.2)), rel=1e-3)
+    assert float(logs["pretrain/loss"]) == pytest.approx(float(logs["pretrain/dino_loss"]) + 0.5 * float(
+        logs["pretrain/view_contrast"]) + 2.0 * float(logs["pretrain/patch_contrast"]), rel=1e-5)
+    alone = _one_step(_tiny_dino(view_contrast={"weight": 0.0, "temperature": 0.2, "patches": 1.0}))[0]
+    assert "pretrain/patch_contrast" in alone and "pretrain/view_contrast" not in alone
+    assert "pretrain/patch_contrast" not in _one_step(_tiny_dino(view_contrast={"weight": 1.0, "temperature": 0.2}))[0]
+
+
 def test_koleo_on_an_unknown_place_names_the_key():
     from mof.errors import ConfigError
 
@@ -223,6 +240,8 @@ def test_view_contrast_needs_two_global_views():
 
     with pytest.raises(ConfigError, match="^encoder.view_contrast: expected 2 global crops to contrast, got 3"):
         _tiny_dino(global_views=3, view_contrast={"weight": 1.0, "temperature": 0.1})
+    with pytest.raises(ConfigError, match="^encoder.view_contrast: expected 2 global crops to contrast, got 1"):
+        _tiny_dino(global_views=1, view_contrast={"weight": 0.0, "temperature": 0.1, "patches": 1.0})
 
 
 def test_captions_name_only_the_captioned_properties():

@@ -16,7 +16,8 @@ docs/miniature.md): iBOT's loss on masked patches, and the KoLeo regulariser, wh
 A third loss is not DINO's and is on in the shipped DINO since the 14th stop (`view_contrast`): SimCLR's contrastive
 loss between the backbone CLS of the two global views, which spreads the images apart only in what the augmentations
 leave alike. Without it the CLS, which mining reads, clustered images by object, colour and size and stayed as blind
-as the CLIP to orientation and presence (docs/miniature.md).
+as the CLIP to orientation and presence (docs/miniature.md). `view_contrast.patches` (off in the shipped DINO) puts
+the same loss on the mean of the patch tokens, which the MLLMs read and which the CLS's loss hardly reaches.
 """
 
 from __future__ import annotations
@@ -201,8 +202,9 @@ class DinoPretraining(pl.LightningModule):
         if koleo_on not in KOLEO_ON:
             raise ConfigError(f"encoder.koleo_on: expected one of {', '.join(KOLEO_ON)}, got {koleo_on!r}")
         self.koleo, self.koleo_on = koleo, koleo_on
-        self.view_contrast = dict(view_contrast or {"weight": 0.0})   # SimCLR's loss on the CLS; weight 0 turns off
-        if self.view_contrast["weight"] and global_crops["number"] != 2:
+        # SimCLR's loss on the CLS (`weight`) and on the patch tokens' mean (`patches`); a weight of 0 turns it off
+        self.view_contrast = {"weight": 0.0, "patches": 0.0, **(view_contrast or {})}
+        if (self.view_contrast["weight"] or self.view_contrast["patches"]) and global_crops["number"] != 2:
             raise ConfigError(f"encoder.view_contrast: expected 2 global crops to contrast, got {global_crops['number']}")
         if self.masked["weight"]:
             self.student["patch_head"] = DinoHead(vision["hidden_size"], **head)
@@ -280,6 +282,11 @@ class DinoPretraining(pl.LightningModule):
             vc = view_contrast_loss(a, b, self.view_contrast["temperature"])
             loss = loss + self.view_contrast["weight"] * vc
             logs["pretrain/view_contrast"] = vc.detach()
+        if self.view_contrast["patches"]:
+            a, b = s_out.last_hidden_state[:, 1:].mean(1).view(g, len(batch), -1)
+            pc = view_contrast_loss(a, b, self.view_contrast["temperature"])
+            loss = loss + self.view_contrast["patches"] * pc
+            logs["pretrain/patch_contrast"] = pc.detach()
         with torch.no_grad():
             m = self.center_momentum
             self.center.mul_(m).add_(teacher.mean((0, 1)).unsqueeze(0), alpha=1 - m)
