@@ -86,9 +86,10 @@ def pair_breakdown(clip, dino, attrs: list[dict], clip_threshold: float, dino_th
     prop = np.array([PROPERTY[a["pattern"]] for a in attrs])
     out = {k: {"true": Counter(), "false": 0, "one_content": 0} for k in ("clip_same", "mined")}
     for start in range(0, len(x), block):
-        rows, cols = np.nonzero(x[start:start + block] @ x.T > clip_threshold)
-        rows += start
-        rows, cols = rows[cols > rows], cols[cols > rows]   # each pair once
+        # each pair once: a block's rows against themselves and the rows after them, never the ones before
+        rows, cols = np.nonzero(x[start:start + block] @ x[start:].T > clip_threshold)
+        rows, cols = rows + start, cols + start
+        rows, cols = rows[cols > rows], cols[cols > rows]
         mined = np.einsum("ij,ij->i", y[rows], y[cols]) < dino_threshold
         same = content[rows] == content[cols]
         for key, sel in (("clip_same", np.ones(len(rows), bool)), ("mined", mined)):
