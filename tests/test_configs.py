@@ -100,6 +100,18 @@ def test_synthetic_data_follows_the_stage_template(tmp_path):
     assert names == {"pretrain": ["captions.json"], "finetune": ["instruct.json", "captions.json"]}
 
 
+def test_rarer_question_data_keeps_the_same_properties_rarer_in_a_folder_of_its_own(tmp_path):
+    """`data=synthetic_rarer`: `synthetic_rare`'s five properties (those the tiny CLIP's captions never name) at
+    0.03 instead of 0.1, in its own folder, so that the two sets never replace each other."""
+    got = {}
+    for option in ("synthetic_rare", "synthetic_rarer"):
+        cfg = compose_cfg("train", tmp_path / "run", tmp_path / "data", [f"data={option}"])
+        got[option] = (OmegaConf.to_container(cfg.data.synthetic.question_share), Path(cfg.data.synthetic.out).name)
+    five = ("orientation", "presence", "quantity", "position", "viewpoint")
+    assert got == {"synthetic_rare": (dict.fromkeys(five, 0.1), "train_rare"),
+                   "synthetic_rarer": (dict.fromkeys(five, 0.03), "train_rarer")}
+
+
 def test_debug_fast_dev_run_trains_one_batch(tmp_path, data_dir):
     cfg = train_cfg(tmp_path, data_dir, ["debug=fast_dev_run"])
     assert cfg.trainer.fast_dev_run is True and cfg.evaluate_after is None and cfg.logger is None

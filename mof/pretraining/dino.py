@@ -16,8 +16,9 @@ docs/miniature.md): iBOT's loss on masked patches, and the KoLeo regulariser, wh
 A third loss is not DINO's and is on in the shipped DINO since the 14th stop (`view_contrast`): SimCLR's contrastive
 loss between the backbone CLS of the two global views, which spreads the images apart only in what the augmentations
 leave alike. Without it the CLS, which mining reads, clustered images by object, colour and size and stayed as blind
-as the CLIP to orientation and presence (docs/miniature.md). `view_contrast.patches` (off in the shipped DINO) puts
-the same loss on the mean of the patch tokens, which the MLLMs read and which the CLS's loss hardly reaches.
+as the CLIP to orientation and presence (docs/miniature.md). `view_contrast.patches` (on in the shipped DINO since
+the 16th stop) puts the same loss on the mean of the patch tokens, which the MLLMs read and which the CLS's loss
+hardly reaches; with it the patch grid sees orientation and presence, and interleaved MoF gains where it did not.
 """
 
 from __future__ import annotations
