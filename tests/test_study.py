@@ -270,6 +270,7 @@ def test_the_study_hands_its_encoders_to_every_step(tmp_path, data_dir, monkeypa
     (_, vlm), (_, mine) = calls
     assert f"checkpoint={TINY_ENCODERS['clip']}" in vlm
     assert "encoders.clip=tiny" in mine and f"encoders.dino={tmp_path / 'my-dino'}" in mine
+    assert "k=18" in mine   # `mining.k: all`: every image of the 9 x 2 x 1 pool among an image's neighbours
     assert len(steps) == 15  # 5 fusions x 3 seeds
     # the longest trainings start first (two at a time: the last ones to start are short, and no core waits alone)
     assert [name for name, _, _ in steps[:4]] == ["interleaved-seed0", "interleaved-seed1", "interleaved-seed2", "none-seed0"]
@@ -294,6 +295,10 @@ def test_only_trains_the_fusions_it_names_and_refuses_an_unknown_one(tmp_path, d
     assert [name for name, _, _ in steps] == ["interleaved-seed0", "interleaved-seed1", "interleaved-seed2",
                                               "none-seed0", "none-seed1", "none-seed2"]
     calls.clear()
+    for k in ("al", 0):   # refused before any step, not by mine.py after the CLIP's evaluation
+        with pytest.raises(ConfigError, match=rf"^mining.k: expected a positive integer or all, got {k!r}"):
+            study_run.reproduce(compose_cfg("reproduce", out, data_dir, [f"mining.k={k}"]))
+    assert calls == []
     cfg = compose_cfg("reproduce", out, data_dir, ["only=[nonee]"])
     with pytest.raises(ConfigError, match=r"^only: unknown fusion 'nonee' \(did you mean 'none'\?\); known: interleaved, none"):
         study_run.reproduce(cfg)

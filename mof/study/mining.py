@@ -35,10 +35,12 @@ def encoder_refs(encoders) -> dict[str, str]:
 
 
 def mine_args(images: Path, run: Path, encoders: dict, mining) -> list[str]:
-    """`mine.py` on `images` with the study's encoders (`encoder_refs`) and its `mining` thresholds, into `run`."""
+    """`mine.py` on `images` with the study's encoders (`encoder_refs`) and its `mining` thresholds, into `run`.
+    `mining['k']` `all`: every image of the pool among each image's neighbours, so that every pair is searched."""
+    k = sum(1 for _ in images.iterdir()) if mining["k"] == "all" else mining["k"]
     return ["mine.py", f"images={images}", *(f"encoders.{kind}={ref}" for kind, ref in encoders.items()),
             f"hydra.run.dir={run}", f"clip_threshold={mining['clip_threshold']}",
-            f"dino_threshold={mining['dino_threshold']}", f"k={mining['k']}"]
+            f"dino_threshold={mining['dino_threshold']}", f"k={k}"]
 
 
 def read_attributes(pool: Path) -> dict[str, dict]:

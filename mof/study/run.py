@@ -143,6 +143,9 @@ def reproduce(cfg) -> dict:
     data_options = options("data")
     if c.train_data not in data_options:   # found before any step runs, not by the first training
         raise ConfigError(unknown("train_data", "data option", c.train_data, data_options))
+    k = c.mining.k
+    if k != "all" and not (isinstance(k, int) and not isinstance(k, bool) and k > 0):
+        raise ConfigError(f"mining.k: expected a positive integer or all, got {k!r}")
     fusions = trained_fusions(c)
     out.mkdir(parents=True, exist_ok=True)
     check_recipe(out, c)
