@@ -194,16 +194,30 @@ class StopAndSave(pl.Callback):
     def __init__(self, checkpoint: Path, stop_at_step: int | None = None):
         self.checkpoint = Path(checkpoint)
         self.stop_at_step = stop_at_step
+        self.stopped: GracefulStop | None = None   # a stop saved from `on_exception`
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         reason = ("SIGTERM" if trainer.received_sigterm
                   else "stop_at_step" if self.stop_at_step and trainer.global_step >= self.stop_at_step else None)
         if reason is None or trainer.global_step >= trainer.max_steps > 0:
             return
+        raise self._save(trainer, reason)
+
+    def on_exception(self, trainer, module, exception):
+        """A SIGTERM that lands after this step's `on_train_batch_end` looked, and before Lightning's own look at the
+        end of the step, ends the run with Lightning's `SIGTERMException`, a `SystemExit` without a code: exit status
+        0 and no checkpoint of the step (seen in CI). The step is done by then: save it, as above; `train` turns the
+        exception into the `GracefulStop` it would have been."""
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException) and trainer.training and trainer.global_step > 0:
+            self.stopped = self._save(trainer, "SIGTERM")
+
+    def _save(self, trainer, reason: str) -> GracefulStop:
         if trainer.checkpoint_callback is not None:
             trainer.checkpoint_callback.last_model_path = str(self.checkpoint)
         trainer.save_checkpoint(self.checkpoint)
-        raise GracefulStop(reason, str(self.checkpoint), trainer.global_step)
+        return GracefulStop(reason, str(self.checkpoint), trainer.global_step)
 
 
 class PartitionReport(pl.Callback):

@@ -102,7 +102,7 @@ def _train(cfg: DictConfig) -> dict:
         (run_dir / "parameters.txt").write_text(log_parameter_report(model) + "\n")
     try:
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume(cfg.resume, run_dir), weights_only=True)
+            _fit(trainer, module, datamodule, resolve_resume(cfg.resume, run_dir))
         except GracefulStop as stop:
             if stop.reason != "stop_at_step":
                 raise  # preempted: the checkpoint is written, the exit status says the run is not finished
@@ -117,6 +117,18 @@ def _train(cfg: DictConfig) -> dict:
             import wandb
 
             wandb.finish()
+
+
+def _fit(trainer: pl.Trainer, module, datamodule, ckpt_path) -> None:
+    """`trainer.fit`, with Lightning's `SIGTERMException` (a `SystemExit` without a code: exit status 0) turned into
+    the `GracefulStop` that `StopAndSave` saved a checkpoint for when it came."""
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit as exit_:
+        stop = next((c.stopped for c in trainer.callbacks if isinstance(c, StopAndSave)), None)
+        if stop is None:
+            raise
+        raise stop from exit_
 
 
 def claim_run_dir(cfg) -> Path:
