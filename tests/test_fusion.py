@@ -269,7 +269,7 @@ def test_sva_trains_under_gradient_checkpointing_as_without_it_and_decodes_with_
     for checkpointing in (False, True):
         model.zero_grad()
         if checkpointing:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable()
         model.train()
         runs.clear()
         loss = model(input_ids=ids, pixel_values=px, labels=ids).loss
@@ -281,7 +281,7 @@ def test_sva_trains_under_gradient_checkpointing_as_without_it_and_decodes_with_
     assert g0.keys() == g1.keys() and any(k.startswith("model.fusion.llm_samplers") for k in g0)
     for k in g0:
         torch.testing.assert_close(g0[k], g1[k], msg=k)
-    model.gradient_checkpointing_disable()
+    model.activation_checkpointing_disable()
     model.eval()
     prompt = ids[:1, :n + 2]
     with torch.no_grad():
