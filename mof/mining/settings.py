@@ -19,7 +19,7 @@ def _number(cfg, key: str):
     return value
 
 
-def _require(cfg, key: str, ok, expected: str) -> None:
+def require(cfg, key: str, ok, expected: str) -> None:
     value = _number(cfg, key)
     try:
         good = ok(value)
@@ -29,7 +29,7 @@ def _require(cfg, key: str, ok, expected: str) -> None:
         raise MiningConfigError(f"{key}: expected {expected}, got {value!r}")
 
 
-def _positive_int(v) -> bool:
+def positive_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
@@ -38,27 +38,27 @@ def _cosine(v) -> bool:
 
 
 def check_settings(cfg) -> None:
-    _require(cfg, "clip_threshold", _cosine, "a cosine in [-1, 1]")
-    _require(cfg, "dino_threshold", _cosine, "a cosine in [-1, 1]")
+    require(cfg, "clip_threshold", _cosine, "a cosine in [-1, 1]")
+    require(cfg, "dino_threshold", _cosine, "a cosine in [-1, 1]")
     for key in ("k", "max_pairs", "shard_size", "batch_size", "benchmark_pairs", "review.per_page", "review.max_pairs",
                 "index.flat_max", "index.nprobe"):
-        _require(cfg, key, _positive_int, "a positive integer")
-    _require(cfg, "review.contact_sheet", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-             "0 or a positive integer")
-    _require(cfg, "num_workers", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "0 or more")
-    _require(cfg, "near_duplicate_max_diff", lambda v: v is None or (_cosine(v) and 0 <= v <= 1),
-             "null or a difference in [0, 1]")
-    _require(cfg, "index.max_memory_gib", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
-             "a positive number of GiB")
+        require(cfg, key, positive_int, "a positive integer")
+    require(cfg, "review.contact_sheet", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+            "0 or a positive integer")
+    require(cfg, "num_workers", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "0 or more")
+    require(cfg, "near_duplicate_max_diff", lambda v: v is None or (_cosine(v) and 0 <= v <= 1),
+            "null or a difference in [0, 1]")
+    require(cfg, "index.max_memory_gib", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+            "a positive number of GiB")
     for key in ("index.nlist", "index.pq_m", "review.max_pairs_per_image"):
-        _require(cfg, key, lambda v: v is None or _positive_int(v), "null or a positive integer")
-    _require(cfg, "overwrite", lambda v: isinstance(v, bool), "true or false")
-    _require(cfg, "encoders", lambda v: v == "tiny" or (hasattr(v, "keys") and set(v.keys()) == {"clip", "dino"}),
-             "tiny, or {clip: <hub id or folder>, dino: <hub id or folder>}")
+        require(cfg, key, lambda v: v is None or positive_int(v), "null or a positive integer")
+    require(cfg, "overwrite", lambda v: isinstance(v, bool), "true or false")
+    require(cfg, "encoders", lambda v: v == "tiny" or (hasattr(v, "keys") and set(v.keys()) == {"clip", "dino"}),
+            "tiny, or {clip: <hub id or folder>, dino: <hub id or folder>}")
     for kind in ("clip", "dino"):
         if cfg.encoders != "tiny":
-            _require(cfg, f"encoders.{kind}", lambda v: isinstance(v, str) and v.strip() != "",
-                     "a hub id, a folder, or tiny")
+            require(cfg, f"encoders.{kind}", lambda v: isinstance(v, str) and v.strip() != "",
+                    "a hub id, a folder, or tiny")
 
 
 def index_gib(n: int, d: int, nlist: int | None, pq_m: int | None) -> float:

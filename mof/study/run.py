@@ -22,6 +22,7 @@ from ..errors import ConfigError, MofError, unknown
 from ..data.patterns import PATTERNS
 from ..data.synthetic import write_once, written
 from ..evaluation.report import pattern_correlation, pattern_scores, read_results
+from ..mining.settings import positive_int, require
 from ..model.presets import tiny_encoder
 from .mining import (encoder_refs, pair_breakdown_of, mine_args, scene_cosines, score_pairs, write_mined_benchmark,
                      write_pool)
@@ -143,9 +144,7 @@ def reproduce(cfg) -> dict:
     data_options = options("data")
     if c.train_data not in data_options:   # found before any step runs, not by the first training
         raise ConfigError(unknown("train_data", "data option", c.train_data, data_options))
-    k = c.mining.k
-    if k != "all" and not (isinstance(k, int) and not isinstance(k, bool) and k > 0):
-        raise ConfigError(f"mining.k: expected a positive integer or all, got {k!r}")
+    require(c, "mining.k", lambda k: k == "all" or positive_int(k), "a positive integer or all")   # before any step
     fusions = trained_fusions(c)
     out.mkdir(parents=True, exist_ok=True)
     check_recipe(out, c)
